@@ -1,0 +1,173 @@
+"""Array backends, dtype policy and execution settings.
+
+This module is the one place for numerical policy: which array module runs a
+block (numpy or cupy), the dtype of blocks versus the float64 used for every
+m x m and d x d quantity, distance clamping and jitter. Importing it never
+imports CuPy; CuPy is imported on first use of ``device="cuda"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .exceptions import InputError
+
+__all__ = [
+    "ExecConfig",
+    "get_xp",
+    "resolve_device",
+    "to_device",
+    "to_numpy",
+    "array_module",
+    "jitter",
+    "REDUCE_DTYPE",
+]
+
+#: dtype of every small (m x m, d x d, m x c) reduction and factorization.
+REDUCE_DTYPE = np.float64
+
+_DEVICES = ("auto", "cpu", "cuda")
+_DTYPES = ("float32", "float64")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecConfig:
+    """Where and how blocks run; none of this changes the fitted model's maths.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"}
+        ``"auto"`` picks CUDA when CuPy imports and sees a GPU, else the CPU.
+    dtype : {"float32", "float64"}
+        dtype of data blocks and kernel blocks. Reductions and factorizations
+        are always float64.
+    block_rows : int or None
+        Rows per block of a pass over the data; ``None`` sizes blocks to about
+        ``block_bytes`` of features.
+    block_bytes : int
+        Target size of one block of X when ``block_rows`` is None.
+    scheduler : str or None
+        ``None``: in-process threads, no Dask cluster. ``"local"``: an
+        in-process ``distributed.LocalCluster``. ``"tcp://host:port"``: an
+        existing Dask scheduler.
+    n_workers, threads_per_worker, memory_limit
+        Shape of the LocalCluster (``scheduler="local"`` only).
+    max_in_flight : int
+        Blocks in flight per worker (bounds memory).
+    retries : int
+        Times a block task is retried when its worker dies.
+    memory_budget : int
+        Bytes the client may use for the exact solver and the centers; decides
+        ``solver="auto"`` and caps the number of Nystrom centers.
+    """
+
+    device: str = "cpu"
+    dtype: str = "float64"
+    block_rows: int | None = None
+    block_bytes: int = 32 * 2**20
+    scheduler: str | None = None
+    n_workers: int | None = None
+    threads_per_worker: int = 1
+    memory_limit: str | None = "auto"
+    max_in_flight: int = 2
+    retries: int = 3
+    memory_budget: int = 4 * 2**30
+
+    def __post_init__(self) -> None:
+        if self.device not in _DEVICES:
+            raise InputError(
+                f"device must be one of {_DEVICES}. Got {self.device!r} instead."
+            )
+        if str(self.dtype) not in _DTYPES:
+            raise InputError(
+                f"dtype must be one of {_DTYPES}. Got {self.dtype!r} instead."
+            )
+        if self.block_rows is not None and int(self.block_rows) < 1:
+            raise InputError(
+                f"block_rows must be a positive integer or None. Got {self.block_rows!r} instead."
+            )
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    def rows_per_block(self, n_features: int, extra_per_row: int = 0) -> int:
+        """Rows of one block: ``block_rows`` or ``block_bytes`` worth of X (plus extra columns)."""
+        if self.block_rows is not None:
+            return int(self.block_rows)
+        row_bytes = (n_features + extra_per_row) * self.np_dtype.itemsize
+        return max(256, int(self.block_bytes // max(row_bytes, 1)))
+
+
+def _cupy() -> ModuleType | None:
+    try:
+        import cupy  # noqa: PLC0415
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return None
+        return cupy
+    except Exception:  # ImportError, or CUDA driver errors on a machine without a GPU
+        return None
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``"auto"`` into ``"cpu"`` or ``"cuda"``; check that ``"cuda"`` is usable."""
+    if device == "auto":
+        return "cuda" if _cupy() is not None else "cpu"
+    if device == "cuda" and _cupy() is None:
+        raise InputError(
+            "device='cuda' was requested but CuPy is not installed or sees no GPU. "
+            "Install the extra (pip install 'bigrfm[gpu]') on a machine with a GPU, "
+            "or use device='cpu'."
+        )
+    return device
+
+
+def get_xp(device: str) -> ModuleType:
+    """The array module (numpy or cupy) for a resolved device."""
+    if resolve_device(device) == "cuda":
+        import cupy  # noqa: PLC0415
+
+        return cupy
+    return np
+
+
+def array_module(a: Any) -> ModuleType:
+    """numpy or cupy, whichever owns ``a``."""
+    mod = type(a).__module__
+    if mod.startswith("cupy"):
+        import cupy  # noqa: PLC0415
+
+        return cupy
+    return np
+
+
+def to_device(a: Any, xp: ModuleType, dtype: Any = None) -> Any:
+    """Move (and cast) an array to the module ``xp``; a no-op when already there."""
+    if a is None:
+        return None
+    if xp is np:
+        return np.asarray(to_numpy(a), dtype=dtype)
+    return xp.asarray(a, dtype=dtype)
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """A numpy copy of a numpy or cupy array."""
+    if hasattr(a, "get") and array_module(a) is not np:
+        return a.get()
+    return np.asarray(a)
+
+
+def jitter(a: Any, dtype: Any) -> float:
+    """Diagonal jitter for a PSD matrix ``a``: eps of ``dtype`` times its trace.
+
+    Scaled from the dtype the entries were computed in rather than a fixed
+    number, so float32 kernel blocks get a jitter that matches their rounding.
+    """
+    xp = array_module(a)
+    eps = float(np.finfo(np.dtype(dtype)).eps)
+    return eps * max(float(xp.trace(a)), float(np.finfo(np.float64).tiny))

@@ -1,0 +1,239 @@
+"""Mahalanobis kernels k_M(x, z) = phi(||x - z||_M) and their gradient weights.
+
+Each kernel is a small frozen dataclass holding the two scalar functions of
+ALGORITHM.md section 1: ``phi(r)`` and ``phi'(r)/r``. The shared base turns
+them into blocks: ``block(Xt, Zt)`` (b x m kernel values) and
+``block_and_weights(Xt, Zt)`` (kernel values and the gradient weights
+W = phi'(R)/R with the zero-distance rule). Rows are mapped once through the
+metric factor (x~ = S^T x with M = S S^T, see :func:`metric_factor`), so the
+distance cross term is a single GEMM. All functions are array-module generic:
+pass numpy or cupy arrays and get the same module back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .backend import array_module
+from .exceptions import InputError
+
+__all__ = [
+    "Kernel",
+    "LaplaceKernel",
+    "GaussianKernel",
+    "ExpPowerKernel",
+    "make_kernel",
+    "KERNELS",
+    "metric_factor",
+    "apply_metric",
+    "sq_distances",
+]
+
+#: Relative distance below which the gradient weight is defined as 0 (ALGORITHM.md 1).
+ZERO_DISTANCE = 1e-10
+
+
+def metric_factor(M: Any, rtol: float = 1e-12) -> Any:
+    """A factor S of the metric: M = S S^T.
+
+    Parameters
+    ----------
+    M : array, shape (d, d) or (d,)
+        Symmetric PSD matrix, or its diagonal (``diag=True`` models).
+
+    Returns
+    -------
+    S : array, shape (d, r) or (d,)
+        Eigen-factor with the non-positive eigenvalues dropped (r <= d), or
+        ``sqrt(M)`` for a diagonal metric. Computed in float64.
+    """
+    xp = array_module(M)
+    M = xp.asarray(M, dtype=np.float64)
+    if M.ndim == 1:
+        return xp.sqrt(xp.clip(M, 0.0, None))
+    evals, evecs = xp.linalg.eigh((M + M.T) / 2)
+    keep = evals > rtol * float(xp.max(xp.abs(evals)))
+    if not bool(keep.any()):
+        # M = 0 only happens when the predictor is constant; keep one zero column
+        # so shapes stay valid and every distance is 0.
+        return xp.zeros((M.shape[0], 1), dtype=np.float64)
+    return evecs[:, keep] * xp.sqrt(evals[keep])
+
+
+def apply_metric(X: Any, S: Any) -> Any:
+    """Map rows through the metric factor: returns X S (b x r), or X * S for a diagonal metric."""
+    xp = array_module(X)
+    S = xp.asarray(S, dtype=X.dtype)
+    return X * S if S.ndim == 1 else X @ S
+
+
+def _sq_norms(A: Any) -> Any:
+    xp = array_module(A)
+    return xp.einsum("ij,ij->i", A, A)
+
+
+def sq_distances(Xt: Any, Zt: Any, zsq: Any = None) -> tuple[Any, Any]:
+    """Squared distances between mapped rows, clamped at 0, and their rounding level.
+
+    Returns
+    -------
+    D2 : array (b, m)
+        ``|x|^2 + |z|^2 - 2 x.z``, clamped at 0.
+    tol2 : array (b, m)
+        Squared distances below this are indistinguishable from 0 in the
+        arithmetic used (cancellation in the cross term); the gradient rule
+        treats them as duplicates.
+    """
+    xsq = _sq_norms(Xt)
+    if zsq is None:
+        zsq = _sq_norms(Zt)
+    D2 = Xt @ Zt.T  # (b, m) cross term: the one GEMM
+    D2 *= -2.0
+    D2 += xsq[:, None]
+    D2 += zsq[None, :]
+    tol2 = xsq[:, None] + zsq[None, :]
+    tol2 *= 16 * float(np.finfo(D2.dtype).eps)
+    xp = array_module(D2)
+    xp.maximum(D2, 0.0, out=D2)
+    return D2, tol2
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """Base of the radial Mahalanobis kernels; subclasses define ``phi`` and ``dphi_over_r``.
+
+    Parameters
+    ----------
+    bandwidth : float
+        Length scale L > 0.
+    """
+
+    bandwidth: float = 10.0
+    name: ClassVar[str] = ""
+    #: Whether phi'(r)/r diverges at r = 0 (then the zero-distance rule applies).
+    singular_at_zero: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.bandwidth) and self.bandwidth > 0):
+            raise InputError(
+                f"The bandwidth of the {self.name} kernel must be a float > 0. "
+                f"Got {self.bandwidth!r} instead."
+            )
+
+    # -- the two scalar functions of ALGORITHM.md section 1, on distances r --------
+    def phi(self, r: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def dphi_over_r(self, r: Any, phi_r: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- the same on squared distances (avoids a sqrt where a kernel allows it) -----
+    def phi_sq(self, D2: Any) -> Any:
+        xp = array_module(D2)
+        return self.phi(xp.sqrt(D2))
+
+    # -- blocks ----------------------------------------------------------------------
+    def block(self, Xt: Any, Zt: Any, zsq: Any = None) -> Any:
+        """Kernel values K[i, j] = phi(|x~_i - z~_j|), shape (b, m), in the dtype of Xt."""
+        D2, _ = sq_distances(Xt, Zt, zsq)
+        return self.phi_sq(D2)
+
+    def block_and_weights(self, Xt: Any, Zt: Any, zsq: Any = None) -> tuple[Any, Any]:
+        """Kernel values K and gradient weights W = phi'(R)/R, both (b, m).
+
+        W is 0 where the distance is below ``1e-10 * bandwidth`` or below the
+        rounding level of the distance computation (duplicates, a point against
+        itself), for kernels whose phi'(r)/r is singular at 0.
+        """
+        xp = array_module(Xt)
+        D2, tol2 = sq_distances(Xt, Zt, zsq)
+        R = xp.sqrt(D2)
+        K = self.phi(R)
+        if self.singular_at_zero:
+            zero = (R < ZERO_DISTANCE * self.bandwidth) | (D2 <= tol2)
+            R[zero] = 1.0  # any positive value: W is overwritten below
+            W = self.dphi_over_r(R, K)
+            W[zero] = 0.0
+        else:
+            W = self.dphi_over_r(R, K)
+        return K, W
+
+
+@dataclasses.dataclass(frozen=True)
+class LaplaceKernel(Kernel):
+    """k(x, z) = exp(-|x - z|_M / L): the paper's kernel and the default."""
+
+    name: ClassVar[str] = "laplace"
+
+    def phi(self, r: Any) -> Any:
+        xp = array_module(r)
+        return xp.exp(r * (-1.0 / self.bandwidth))
+
+    def dphi_over_r(self, r: Any, phi_r: Any) -> Any:
+        return -phi_r / (self.bandwidth * r)
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianKernel(Kernel):
+    """k(x, z) = exp(-|x - z|_M^2 / (2 L^2))."""
+
+    name: ClassVar[str] = "gaussian"
+    singular_at_zero: ClassVar[bool] = False
+
+    def phi(self, r: Any) -> Any:
+        xp = array_module(r)
+        return xp.exp(r * r * (-0.5 / self.bandwidth**2))
+
+    def phi_sq(self, D2: Any) -> Any:
+        xp = array_module(D2)
+        return xp.exp(D2 * (-0.5 / self.bandwidth**2))
+
+    def dphi_over_r(self, r: Any, phi_r: Any) -> Any:
+        return phi_r * (-1.0 / self.bandwidth**2)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpPowerKernel(Kernel):
+    """k(x, z) = exp(-(|x - z|_M / L)^q), 0 < q <= 2 (q = 1 is Laplace, q = 2 a Gaussian)."""
+
+    q: float = 1.0
+    name: ClassVar[str] = "exp_power"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (0 < self.q <= 2):
+            raise InputError(
+                f"The exponent q of the exp_power kernel must be in (0, 2]. Got {self.q!r} instead."
+            )
+
+    @property
+    def singular_at_zero(self) -> bool:  # type: ignore[override]
+        return self.q < 2
+
+    def phi(self, r: Any) -> Any:
+        xp = array_module(r)
+        return xp.exp(-((r / self.bandwidth) ** self.q))
+
+    def dphi_over_r(self, r: Any, phi_r: Any) -> Any:
+        return -self.q * r ** (self.q - 2) * phi_r / self.bandwidth**self.q
+
+
+KERNELS: dict[str, type[Kernel]] = {
+    "laplace": LaplaceKernel,
+    "gaussian": GaussianKernel,
+    "exp_power": ExpPowerKernel,
+}
+
+
+def make_kernel(name: str, bandwidth: float, exponent: float = 1.0) -> Kernel:
+    """Build a kernel by name (``"laplace"``, ``"gaussian"``, ``"exp_power"``)."""
+    if name not in KERNELS:
+        raise InputError(
+            f"Unknown kernel {name!r}. Choose one of {sorted(KERNELS)}."
+        )
+    if name == "exp_power":
+        return ExpPowerKernel(bandwidth=float(bandwidth), q=float(exponent))
+    return KERNELS[name](bandwidth=float(bandwidth))

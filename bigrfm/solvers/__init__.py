@@ -1,0 +1,1 @@
+"""Solvers for the kernel ridge step of an RFM iteration."""

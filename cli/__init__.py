@@ -1,0 +1,1 @@
+"""The ``bigrfm`` command line (installed as the ``bigrfm_cli`` package)."""
