@@ -75,18 +75,16 @@ def _sq_norms(A: Any) -> Any:
     return xp.einsum("ij,ij->i", A, A)
 
 
-def sq_distances(Xt: Any, Zt: Any, zsq: Any = None) -> tuple[Any, Any]:
-    """Squared distances between mapped rows, clamped at 0, and their rounding level.
+def sq_distances(Xt: Any, Zt: Any, zsq: Any = None) -> Any:
+    """Squared distances |x~ - z~|^2 between mapped rows, shape (b, m).
 
-    Returns
-    -------
-    D2 : array (b, m)
-        ``|x|^2 + |z|^2 - 2 x.z``, clamped at 0.
-    tol2 : array (b, m)
-        Squared distances below this are indistinguishable from 0 in the
-        arithmetic used (cancellation in the cross term); the gradient rule
-        treats them as duplicates.
+    Computed as |x|^2 + |z|^2 - 2 x.z (one GEMM), then clamped at 0. Values
+    below the rounding level of that cancellation, 16 eps (|x|^2 + |z|^2), are
+    set to exactly 0: such pairs are duplicates as far as the arithmetic can
+    tell, so a point against itself gets k = phi(0) and, for kernels singular
+    at 0, a zero gradient weight, in float32 as in float64.
     """
+    xp = array_module(Xt)
     xsq = _sq_norms(Xt)
     if zsq is None:
         zsq = _sq_norms(Zt)
@@ -94,11 +92,10 @@ def sq_distances(Xt: Any, Zt: Any, zsq: Any = None) -> tuple[Any, Any]:
     D2 *= -2.0
     D2 += xsq[:, None]
     D2 += zsq[None, :]
-    tol2 = xsq[:, None] + zsq[None, :]
+    tol2 = xsq[:, None] + zsq[None, :]  # (b, m)
     tol2 *= 16 * float(np.finfo(D2.dtype).eps)
-    xp = array_module(D2)
-    xp.maximum(D2, 0.0, out=D2)
-    return D2, tol2
+    D2[D2 <= tol2] = 0.0
+    return D2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,22 +135,20 @@ class Kernel:
     # -- blocks ----------------------------------------------------------------------
     def block(self, Xt: Any, Zt: Any, zsq: Any = None) -> Any:
         """Kernel values K[i, j] = phi(|x~_i - z~_j|), shape (b, m), in the dtype of Xt."""
-        D2, _ = sq_distances(Xt, Zt, zsq)
-        return self.phi_sq(D2)
+        return self.phi_sq(sq_distances(Xt, Zt, zsq))
 
     def block_and_weights(self, Xt: Any, Zt: Any, zsq: Any = None) -> tuple[Any, Any]:
         """Kernel values K and gradient weights W = phi'(R)/R, both (b, m).
 
-        W is 0 where the distance is below ``1e-10 * bandwidth`` or below the
-        rounding level of the distance computation (duplicates, a point against
-        itself), for kernels whose phi'(r)/r is singular at 0.
+        W is 0 where the distance is below ``1e-10 * bandwidth`` (duplicates, a
+        point against itself: see :func:`sq_distances`), for kernels whose
+        phi'(r)/r is singular at 0.
         """
         xp = array_module(Xt)
-        D2, tol2 = sq_distances(Xt, Zt, zsq)
-        R = xp.sqrt(D2)
+        R = xp.sqrt(sq_distances(Xt, Zt, zsq))
         K = self.phi(R)
         if self.singular_at_zero:
-            zero = (R < ZERO_DISTANCE * self.bandwidth) | (D2 <= tol2)
+            zero = R < ZERO_DISTANCE * self.bandwidth
             R[zero] = 1.0  # any positive value: W is overwritten below
             W = self.dphi_over_r(R, K)
             W[zero] = 0.0

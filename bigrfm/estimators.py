@@ -1,0 +1,442 @@
+"""scikit-learn estimators: :class:`RFMRegressor` and :class:`RFMClassifier`.
+
+They validate inputs and hyper-parameters, encode labels, and hand the maths
+to :func:`bigrfm.pipeline.fit_dataset` (the same code path ``bigrfm fit``
+runs on a Zarr store) with the arrays wrapped as an in-memory dataset.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .backend import ExecConfig
+from .data import ArrayDataset
+from .exceptions import InputError
+from .kernels import KERNELS, make_kernel
+from .pipeline import FitSettings, fit_dataset
+from .predictors import predict_in_blocks
+from .rfm import RFMParams
+
+__all__ = ["RFMRegressor", "RFMClassifier"]
+
+_PARAMS_DOC = """
+    kernel : {"laplace", "gaussian", "exp_power"}, default="laplace"
+        Radial Mahalanobis kernel k_M(x, z) = phi(||x - z||_M).
+    bandwidth : float > 0, default=10.0
+        Length scale L of the kernel (in standardized units).
+    reg : float > 0, default=1e-3
+        Ridge regularization of the kernel regression.
+    iters : int >= 0, default=5
+        Number of AGOP updates T; iterations t = 0..T are fitted and the one
+        with the best validation score is kept. ``iters=0`` is plain kernel ridge.
+    solver : {"auto", "exact", "nystrom", "rff"}, default="auto"
+        ``"exact"``: Cholesky solve with every training row as a center.
+        ``"nystrom"``: Falkon-style preconditioned CG with ``n_centers`` centers.
+        ``"rff"``: random Fourier features. ``"auto"``: exact while the n x n
+        matrix fits the memory budget (about 20,000 rows at 4 GiB), else nystrom.
+    diag : bool, default=False
+        Learn a diagonal metric only (feature scaling, no rotations).
+    centering : bool, default=False
+        Subtract each output's mean gradient before the outer product.
+    agop_power : float > 0, default=1.0
+        M = AGOP ** agop_power (0.5 is the "neural feature ansatz" variant).
+    agop_sample : int or None, default=None
+        Evaluate the AGOP on a seeded sample of this many training rows
+        instead of all of them.
+    validation_fraction : float in [0, 1), default=0.1
+        Fraction of training rows held out (seeded, at most 50,000 rows) to
+        choose the best iteration when ``X_val`` is not given. With 0 and no
+        ``X_val`` there is no selection: the model after ``iters`` updates is
+        returned, as in the reference implementation.
+    standardize : bool, default=True
+        Standardize features with the training rows' mean and standard
+        deviation (regression targets are always standardized internally).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the validation split, the centers, the AGOP sample and random
+        features (independent streams of one seed).
+    exponent : float in (0, 2], default=1.0
+        q of the ``exp_power`` kernel exp(-(r/L)**q).
+    n_centers : int or None, default=None
+        Nystrom centers; ``None`` picks min(n, max(2000, 20 sqrt(n))), capped by memory.
+    n_components : int or None, default=None
+        Random features of the ``rff`` solver; ``None`` picks 4096.
+    cg_tol : float > 0, default=1e-7
+        Relative residual at which conjugate gradient stops (nystrom).
+    cg_maxiter : int >= 1, default=20
+        Most conjugate-gradient iterations (= passes over the data) per solve.
+    device : {"auto", "cpu", "cuda"}, default="cpu"
+        Where blocks are computed.
+    dtype : {"float32", "float64"}, default="float64"
+        dtype of data and kernel blocks; reductions are always float64.
+    block_rows : int or None, default=None
+        Rows per block (None: about 32 MiB of features per block).
+    scheduler : str or None, default=None
+        None: in-process threads. ``"local"``: an in-process Dask
+        LocalCluster. ``"tcp://host:port"``: an existing Dask scheduler.
+    n_workers : int or None, default=None
+        Threads or LocalCluster workers (None: one per core).
+"""
+
+_ATTRS_DOC = """
+    M_ : ndarray of shape (n_features, n_features) or (n_features,)
+        The learned feature matrix of the selected iteration (its diagonal when ``diag=True``).
+    centers_ : ndarray of shape (n_centers, n_features)
+        Centers, in standardized feature units (None for ``solver="rff"``).
+    dual_coef_ : ndarray of shape (n_centers, n_outputs)
+        Coefficients alpha of f(x) = sum_j alpha_j k_M(x, z_j) (random-feature
+        weights for ``solver="rff"``).
+    best_iter_ : int
+        The selected iteration t (0 = plain kernel).
+    history_ : list of dict
+        One record per iteration: ``iter``, ``score``, ``val_mse``, ``val_accuracy``, ``seconds``, ``solver``.
+    solver_ : str
+        The solver that ran (``"auto"`` resolved).
+    x_mean_, x_scale_ : ndarray of shape (n_features,) or None
+        Feature standardization.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Present when X was a DataFrame with string column names.
+    feature_importances_ : ndarray of shape (n_features,)
+        Diagonal of ``M_`` normalized to sum to 1.
+"""
+
+
+def _seed(random_state: Any) -> int:
+    if isinstance(random_state, (Integral, np.integer)):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def check_finite_rows(name: str, a: np.ndarray) -> None:
+    """One clear error naming the rows of ``a`` that hold NaN or inf."""
+    if a.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(a)
+    if bad.ndim > 1:
+        bad = bad.reshape(bad.shape[0], -1).any(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if rows.size > 10 else "")
+        raise InputError(
+            f"Input {name} contains NaN or inf in {rows.size} row(s): {shown}. "
+            f"Drop or impute these rows (e.g. sklearn.impute.SimpleImputer) before fitting."
+        )
+
+
+class _BaseRFM(BaseEstimator):
+    _parameter_constraints: dict = {
+        "kernel": [StrOptions(set(KERNELS))],
+        "bandwidth": [Interval(Real, 0, None, closed="neither")],
+        "reg": [Interval(Real, 0, None, closed="neither")],
+        "iters": [Interval(Integral, 0, None, closed="left")],
+        "solver": [StrOptions({"auto", "exact", "nystrom", "rff"})],
+        "diag": ["boolean"],
+        "centering": ["boolean"],
+        "agop_power": [Interval(Real, 0, None, closed="neither")],
+        "agop_sample": [None, Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "standardize": ["boolean"],
+        "random_state": ["random_state"],
+        "exponent": [Interval(Real, 0, 2, closed="right")],
+        "n_centers": [None, Interval(Integral, 1, None, closed="left")],
+        "n_components": [None, Interval(Integral, 1, None, closed="left")],
+        "cg_tol": [Interval(Real, 0, None, closed="neither")],
+        "cg_maxiter": [Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "block_rows": [None, Interval(Integral, 1, None, closed="left")],
+        "scheduler": [None, str],
+        "n_workers": [None, Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        kernel: str = "laplace",
+        bandwidth: float = 10.0,
+        reg: float = 1e-3,
+        iters: int = 5,
+        solver: str = "auto",
+        diag: bool = False,
+        centering: bool = False,
+        agop_power: float = 1.0,
+        agop_sample: int | None = None,
+        validation_fraction: float = 0.1,
+        standardize: bool = True,
+        random_state: Any = None,
+        exponent: float = 1.0,
+        n_centers: int | None = None,
+        n_components: int | None = None,
+        cg_tol: float = 1e-7,
+        cg_maxiter: int = 20,
+        device: str = "cpu",
+        dtype: str = "float64",
+        block_rows: int | None = None,
+        scheduler: str | None = None,
+        n_workers: int | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.bandwidth = bandwidth
+        self.reg = reg
+        self.iters = iters
+        self.solver = solver
+        self.diag = diag
+        self.centering = centering
+        self.agop_power = agop_power
+        self.agop_sample = agop_sample
+        self.validation_fraction = validation_fraction
+        self.standardize = standardize
+        self.random_state = random_state
+        self.exponent = exponent
+        self.n_centers = n_centers
+        self.n_components = n_components
+        self.cg_tol = cg_tol
+        self.cg_maxiter = cg_maxiter
+        self.device = device
+        self.dtype = dtype
+        self.block_rows = block_rows
+        self.scheduler = scheduler
+        self.n_workers = n_workers
+
+    # -- shared plumbing -------------------------------------------------------------
+    def _exec_config(self) -> ExecConfig:
+        return ExecConfig(
+            device=self.device,
+            dtype=self.dtype,
+            block_rows=self.block_rows,
+            scheduler=self.scheduler,
+            n_workers=self.n_workers,
+        )
+
+    def _fit_arrays(self, X: np.ndarray, y: np.ndarray, X_val: Any, y_val: Any, classes: np.ndarray | None) -> None:
+        from .engine import Engine  # noqa: PLC0415 - dask is imported only when fitting
+
+        classification = classes is not None
+        config = self._exec_config()
+        params = RFMParams(
+            kernel=make_kernel(self.kernel, self.bandwidth, self.exponent),
+            reg=float(self.reg),
+            iters=int(self.iters),
+            diag=bool(self.diag),
+            centering=bool(self.centering),
+            agop_power=float(self.agop_power),
+            classification=classification,
+        )
+        settings = FitSettings(
+            solver=self.solver,
+            n_centers=self.n_centers,
+            n_components=self.n_components,
+            cg_tol=float(self.cg_tol),
+            cg_maxiter=int(self.cg_maxiter),
+            agop_sample=self.agop_sample,
+            validation_fraction=float(self.validation_fraction),
+            standardize=bool(self.standardize),
+            seed=_seed(self.random_state),
+        )
+        validation = None
+        if X_val is not None:
+            validation = ArrayDataset(X_val, y_val)
+        with Engine(config) as engine:
+            result = fit_dataset(
+                ArrayDataset(X, y),
+                params=params,
+                settings=settings,
+                config=config,
+                engine=engine,
+                validation=validation,
+                classes=classes,
+            )
+        self._set_fitted(result)
+
+    def _set_fitted(self, result: Any) -> None:
+        state, pre = result.state, result.preprocessing
+        predictor = state.best_predictor
+        self.predictor_ = predictor
+        self.M_ = np.asarray(state.best_M)
+        self.centers_ = getattr(predictor, "centers", None)
+        self.dual_coef_ = getattr(predictor, "alpha", None)
+        self.best_iter_ = int(state.best_iter)
+        self.history_ = [r.as_dict() for r in state.history]
+        self.solver_ = pre.solver
+        self.x_mean_ = pre.mean
+        self.x_scale_ = pre.scale
+        self._y_mean = pre.y_mean
+        self._y_scale = pre.y_scale
+
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        """Diagonal of ``M_`` normalized to sum to 1 (how much each feature moves the predictor)."""
+        check_is_fitted(self, "M_")
+        dg = np.abs(self.M_ if self.M_.ndim == 1 else np.diag(self.M_))
+        total = dg.sum()
+        return dg / total if total > 0 else np.full(dg.shape, 1.0 / dg.size)
+
+    def _validate_val(self, X_val: Any, y_val: Any) -> tuple[Any, Any]:
+        if (X_val is None) != (y_val is None):
+            raise InputError("Pass both X_val and y_val, or neither.")
+        if X_val is None:
+            return None, None
+        X_val = validate_data(self, X_val, reset=False, ensure_all_finite=False, dtype=(np.float64, np.float32))
+        y_val = np.asarray(y_val)
+        if y_val.shape[0] != X_val.shape[0]:
+            raise InputError(f"X_val has {X_val.shape[0]} rows but y_val has {y_val.shape[0]}; they must match.")
+        check_finite_rows("X_val", X_val)
+        check_finite_rows("y_val", y_val)
+        return X_val, y_val
+
+    def _decision(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "predictor_")
+        X = validate_data(self, X, reset=False, ensure_all_finite=False, dtype=(np.float64, np.float32))
+        check_finite_rows("X", X)
+        Xs = np.asarray(X, dtype=np.float64)
+        if self.x_mean_ is not None:
+            Xs = (Xs - self.x_mean_) / self.x_scale_
+        config = self._exec_config()
+        return predict_in_blocks(self.predictor_, Xs, config.rows_per_block(Xs.shape[1]), self.dtype)
+
+    def __sklearn_tags__(self):  # noqa: ANN204
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+def _check_X_y(est: _BaseRFM, X: Any, y: Any, *, multi_output: bool) -> tuple[np.ndarray, np.ndarray]:
+    X, y = validate_data(
+        est,
+        X,
+        y,
+        ensure_all_finite=False,
+        dtype=(np.float64, np.float32),
+        ensure_min_samples=2,
+        multi_output=multi_output,
+        y_numeric=multi_output,
+    )
+    check_finite_rows("X", X)
+    check_finite_rows("y", y)
+    return X, y
+
+
+class RFMRegressor(RegressorMixin, _BaseRFM):
+    __doc__ = (
+        "Recursive Feature Machine regressor (kernel ridge regression with a learned Mahalanobis metric).\n\n"
+        "Alternates kernel ridge regression under k_M with M <- AGOP of the fitted\n"
+        "predictor (Radhakrishnan et al., Science 2024), keeping the iteration with\n"
+        "the best validation score.\n\nParameters\n----------"
+        + _PARAMS_DOC
+        + "\nAttributes\n----------"
+        + _ATTRS_DOC
+        + """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bigrfm import RFMRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(300, 5)); y = X[:, 0] * X[:, 1]
+    >>> model = RFMRegressor(iters=3, random_state=0).fit(X, y)
+    >>> model.predict(X[:2]).shape
+    (2,)
+"""
+    )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> "RFMRegressor":
+        """Fit on (X, y); ``X_val``/``y_val`` choose the best iteration if given.
+
+        Returns
+        -------
+        self : RFMRegressor
+        """
+        X, y = _check_X_y(self, X, y, multi_output=True)
+        X_val, y_val = self._validate_val(X_val, y_val)
+        self._y_ndim = y.ndim
+        self._fit_arrays(X, np.asarray(y, dtype=np.float64), X_val, y_val, classes=None)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted targets, shape (n,) or (n, n_outputs) like the y given to fit."""
+        pred = self._decision(X) * self._y_scale + self._y_mean
+        return pred.ravel() if self._y_ndim == 1 else pred
+
+    def __sklearn_tags__(self):  # noqa: ANN204
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class RFMClassifier(ClassifierMixin, _BaseRFM):
+    __doc__ = (
+        "Recursive Feature Machine classifier (one-hot kernel regression with a learned metric, argmax).\n\n"
+        "Binary and multi-class; labels may be integers or strings.\n\nParameters\n----------"
+        + _PARAMS_DOC
+        + "\nAttributes\n----------"
+        + _ATTRS_DOC
+        + """    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from bigrfm import RFMClassifier
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> clf = RFMClassifier(iters=2, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:3]).shape
+    (3, 2)
+"""
+    )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> "RFMClassifier":
+        """Fit on (X, y); ``X_val``/``y_val`` choose the best iteration if given.
+
+        Returns
+        -------
+        self : RFMClassifier
+        """
+        X, y = _check_X_y(self, X, y, multi_output=False)
+        check_classification_targets(y)
+        X_val, y_val = self._validate_val(X_val, y_val)
+        self.classes_ = np.unique(y)
+        if self.classes_.size < 2:
+            raise InputError(
+                f"y holds a single class ({self.classes_[0]!r}); a classifier needs at least 2 classes."
+            )
+        if y_val is not None:
+            unseen = np.setdiff1d(np.unique(y_val), self.classes_)
+            if unseen.size:
+                raise InputError(f"y_val holds classes not present in y: {unseen[:10].tolist()}.")
+        self._fit_arrays(X, y, X_val, y_val, classes=self.classes_)
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Raw one-hot regression scores, shape (n, n_classes)."""
+        return self._decision(X)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities from the one-hot scores.
+
+        Scores are clipped at 0 and each row normalized to sum to 1; a row whose
+        scores are all <= 0 is shifted to a minimum of 0 first (all equal: uniform).
+        They rank classes exactly like ``predict`` but are not calibrated; wrap the
+        model in ``sklearn.calibration.CalibratedClassifierCV`` when calibration matters.
+        """
+        s = self._decision(X)
+        p = np.clip(s, 0.0, None)
+        dead = p.max(axis=1) <= 0
+        if dead.any():
+            p[dead] = s[dead] - s[dead].min(axis=1, keepdims=True)
+        tot = p.sum(axis=1, keepdims=True)
+        flat = tot[:, 0] <= 0
+        p[flat] = 1.0
+        tot[flat] = p.shape[1]
+        return p / tot
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class labels."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

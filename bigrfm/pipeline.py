@@ -1,0 +1,305 @@
+"""From a dataset to a fitted RFM: splits, the statistics pass, the solver choice, the loop.
+
+This is the one code path behind both the estimators (in-memory arrays wrapped
+as an :class:`~bigrfm.data.ArrayDataset`) and ``bigrfm fit`` (a Zarr store).
+The first pass over the data computes the standardization statistics on the
+training rows, checks every value is finite, and collects the few rows kept
+in memory: the validation rows and the centers. Everything later streams.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable
+
+import numpy as np
+
+from . import data as data_mod
+from .backend import ExecConfig
+from .exceptions import InputError
+from .prepare import Prepare, RowSelect, encode_targets, sample_rows
+from .rfm import FitContext, RFMParams, RFMState, run
+
+__all__ = ["FitSettings", "Preprocessing", "FitResult", "fit_dataset", "exact_row_limit", "default_n_centers", "VALIDATION_CAP"]
+
+log = logging.getLogger("bigrfm.pipeline")
+
+#: Most rows held out for validation when a fraction is asked for.
+VALIDATION_CAP = 50_000
+
+
+def exact_row_limit(memory_budget: int) -> int:
+    """Largest n for the exact solver: its n x n float64 matrix may take 80% of the budget."""
+    return int((0.8 * memory_budget / 8) ** 0.5)
+
+
+def default_n_centers(n_train: int, n_features: int, memory_budget: int) -> int:
+    """Nystrom centers: m = min(n, max(2000, 20 sqrt(n))), capped so that the
+    m x m float64 factors (three of them) fit in half the memory budget.
+
+    Falkon's theory asks for m ~ sqrt(n) (times log factors) for optimal rates;
+    the constant 20 and the floor of 2000 come from accuracy on the benchmark
+    sets (flights-3m, Fashion-MNIST).
+    """
+    m = max(2000, int(20 * np.sqrt(n_train)))
+    cap = int((0.5 * memory_budget / (3 * 8)) ** 0.5)
+    return int(min(n_train, m, cap))
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+    """Choices of a fit that are not the RFM's maths: splits, solver, sampling, seed."""
+
+    solver: str = "auto"
+    n_centers: int | None = None
+    n_components: int | None = None
+    cg_tol: float = 1e-7
+    cg_maxiter: int = 20
+    agop_sample: int | None = None
+    validation_fraction: float = 0.1
+    standardize: bool = True
+    seed: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Preprocessing:
+    """How raw rows become the model's inputs and targets (saved with the model)."""
+
+    mean: np.ndarray | None
+    scale: np.ndarray | None
+    classes: np.ndarray | None
+    y_mean: np.ndarray | None
+    y_scale: np.ndarray | None
+    n_train: int
+    n_val: int
+    solver: str
+
+    def prepare(self, dtype: str, select: RowSelect | None = None) -> Prepare:
+        return Prepare(self.mean, self.scale, dtype, self.classes, self.y_mean, self.y_scale, select)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FitResult:
+    state: RFMState
+    preprocessing: Preprocessing
+
+
+# -- the first pass ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Rows:
+    """Raw rows gathered from blocks, in block order."""
+
+    X: list
+    y: list
+
+    def __add__(self, other: "_Rows") -> "_Rows":
+        return _Rows(self.X + other.X, self.y + other.y)
+
+    def arrays(self, d: int) -> tuple[np.ndarray, np.ndarray | None]:
+        X = np.concatenate(self.X) if self.X else np.zeros((0, d))
+        y = np.concatenate(self.y) if self.y and self.y[0] is not None else None
+        return X, y
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _FirstPass:
+    stats: Any
+    val: _Rows
+    centers: _Rows
+
+    def __add__(self, other: "_FirstPass") -> "_FirstPass":
+        return _FirstPass(data_mod.combine_stats(self.stats, other.stats), self.val + other.val, self.centers + other.centers)
+
+
+def _take(X: np.ndarray, y: np.ndarray | None, keep: np.ndarray | None) -> _Rows:
+    if keep is None:
+        return _Rows([X], [y])
+    if not keep.any():
+        return _Rows([], [])
+    return _Rows([X[keep]], [None if y is None else y[keep]])
+
+
+def first_pass_block(
+    X: np.ndarray,
+    y: np.ndarray | None,
+    *,
+    block_range: tuple[int, int],
+    val_select: RowSelect | None,
+    center_select: RowSelect | None,
+    classification: bool,
+) -> _FirstPass:
+    """Statistics of the training rows of one raw block, plus its validation and center rows."""
+    start, stop = block_range
+    data_mod.check_finite(X, y, start)
+    val_mask = None if val_select is None else val_select.mask(start, stop)
+    train_mask = None if val_mask is None else ~val_mask
+    Xt, yt = (X, y) if train_mask is None else (X[train_mask], None if y is None else y[train_mask])
+    stats = data_mod.block_stats(Xt, yt, classification=classification)
+    val = _Rows([], []) if val_mask is None else _take(X, y, val_mask)
+    centers = _Rows([], []) if center_select is None else _take(X, y, center_select.mask(start, stop))
+    return _FirstPass(stats, val, centers)
+
+
+# -- the fit ---------------------------------------------------------------------------
+
+
+def _resolve_solver(name: str, n_train: int, config: ExecConfig) -> str:
+    if name != "auto":
+        return name
+    return "exact" if n_train <= exact_row_limit(config.memory_budget) else "nystrom"
+
+
+def _make_solver(name: str, params: RFMParams, settings: FitSettings, n_features: int, rng: np.random.Generator) -> Any:
+    if name == "exact":
+        from .solvers.exact import ExactSolver  # noqa: PLC0415
+
+        return ExactSolver(params.reg)
+    if name == "nystrom":
+        from .solvers.nystrom import NystromSolver  # noqa: PLC0415
+
+        return NystromSolver(params.reg, tol=settings.cg_tol, maxiter=settings.cg_maxiter)
+    if name == "rff":
+        from .solvers.rff import RFFSolver  # noqa: PLC0415
+
+        return RFFSolver(params.reg, n_components=settings.n_components, rng=rng)
+    raise InputError(f"Unknown solver {name!r}. Choose one of ['auto', 'exact', 'nystrom', 'rff'].")
+
+
+def fit_dataset(
+    dataset: Any,
+    *,
+    params: RFMParams,
+    settings: FitSettings,
+    config: ExecConfig,
+    engine: Any,
+    validation: Any = None,
+    classes: np.ndarray | None = None,
+    state: RFMState | None = None,
+    on_iteration: Callable[[RFMState], None] | None = None,
+    progress: Callable[..., None] | None = None,
+) -> FitResult:
+    """Fit an RFM on a dataset (in memory or on disk) through ``engine``.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Training rows (and the held-out validation rows when ``validation`` is None).
+    params : RFMParams
+    settings : FitSettings
+    config : ExecConfig
+    engine : Engine
+    validation : Dataset, optional
+        Explicit validation rows; otherwise ``settings.validation_fraction`` of
+        the dataset's rows (at most ``VALIDATION_CAP``) are held out, seeded.
+    classes : ndarray, optional
+        Known class labels (classification); otherwise found in the first pass.
+    state : RFMState, optional
+        Resume the loop from this state.
+    """
+    n, d = dataset.n_rows, dataset.n_features
+    seeds = np.random.SeedSequence(settings.seed).spawn(4)
+    rng_val, rng_centers, rng_agop, rng_solver = (np.random.default_rng(s) for s in seeds)
+
+    val_idx = np.zeros(0, np.int64)
+    if validation is None and settings.validation_fraction > 0:
+        n_val = min(VALIDATION_CAP, max(1, int(round(settings.validation_fraction * n))))
+        if n - n_val < 2:
+            raise InputError(
+                f"validation_fraction={settings.validation_fraction} leaves {n - n_val} training rows "
+                f"of {n}; use a smaller fraction or pass X_val/y_val."
+            )
+        val_idx = sample_rows(rng_val, n, n_val)
+    train_select = RowSelect(val_idx, include=False)
+    n_train = n - val_idx.size
+
+    solver_name = _resolve_solver(settings.solver, n_train, config)
+    if solver_name == "exact":
+        center_select = train_select
+    elif solver_name == "nystrom":
+        m = settings.n_centers or default_n_centers(n_train, d, config.memory_budget)
+        if m > n_train:
+            raise InputError(
+                f"n_centers={m} is larger than the {n_train} training rows; use at most {n_train}."
+            )
+        center_select = RowSelect(sample_rows(rng_centers, n, m, exclude=val_idx), include=True)
+    else:
+        center_select = None
+
+    first: _FirstPass = engine.map_reduce(
+        first_pass_block,
+        dataset,
+        broadcast={
+            "val_select": RowSelect(val_idx, include=True) if val_idx.size else None,
+            "center_select": center_select,
+            "classification": params.classification,
+        },
+        block_rows=config.rows_per_block(d),
+        with_range=True,
+        progress=progress,
+    )
+    mean, std, found_classes, y_mean, y_std = _summarize(first.stats, params.classification)
+    if params.classification and classes is None:
+        classes = found_classes
+    if params.classification and classes.size < 2:
+        raise InputError(
+            f"The training targets hold a single class ({classes[0]!r}); a classifier needs at least two."
+        )
+    pre = Preprocessing(
+        mean=mean if settings.standardize else None,
+        scale=std if settings.standardize else None,
+        classes=classes if params.classification else None,
+        y_mean=None if params.classification else y_mean,
+        y_scale=None if params.classification else y_std,
+        n_train=n_train,
+        n_val=0,
+        solver=solver_name,
+    )
+    prep = pre.prepare(config.dtype)
+
+    Xv_raw, yv_raw = first.val.arrays(d)
+    if validation is not None:
+        Xv_raw, yv_raw = validation.read(0, validation.n_rows)
+        data_mod.check_finite(Xv_raw, yv_raw, 0)
+    X_val = Y_val = None
+    if Xv_raw.shape[0]:
+        X_val = prep.transform_X(Xv_raw).astype(np.float64)
+        Y_val = encode_targets(yv_raw, pre.classes, pre.y_mean, pre.y_scale)
+    pre = dataclasses.replace(pre, n_val=0 if X_val is None else X_val.shape[0])
+
+    centers = np.zeros((0, d))
+    center_targets = None
+    if center_select is not None:
+        Xc_raw, yc_raw = first.centers.arrays(d)
+        centers = prep.transform_X(Xc_raw).astype(np.float64)
+        center_targets = encode_targets(yc_raw, pre.classes, pre.y_mean, pre.y_scale)
+
+    agop_select = train_select
+    if settings.agop_sample is not None and settings.agop_sample < n_train:
+        agop_select = RowSelect(sample_rows(rng_agop, n, settings.agop_sample, exclude=val_idx), include=True)
+
+    ctx = FitContext(
+        engine=engine,
+        train=dataset,
+        prepare=prep.with_select(train_select),
+        agop_prepare=prep.with_select(agop_select),
+        n_train=n_train,
+        centers=centers,
+        center_targets=center_targets,
+        X_val=X_val,
+        Y_val=Y_val,
+        block_rows=config.rows_per_block(d),
+        dtype=config.dtype,
+        progress=progress,
+    )
+    solver = _make_solver(solver_name, params, settings, d, rng_solver)
+    log.info("fit: n_train=%d n_val=%d d=%d solver=%s centers=%d", n_train, pre.n_val, d, solver_name, centers.shape[0])
+    state = run(ctx, params, solver, state, on_iteration=on_iteration)
+    return FitResult(state, pre)
+
+
+def _summarize(stats: Any, classification: bool) -> tuple:
+    """(mean, std, classes, y_mean, y_std) from the combined first-pass statistics."""
+    raise NotImplementedError

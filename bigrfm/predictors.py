@@ -1,0 +1,82 @@
+"""Fitted kernel predictors f(x) = K_M(x, Z) alpha, and their pure block functions.
+
+A predictor is what a solver returns and what the RFM loop scores, takes the
+AGOP of and saves. Its ``broadcast(xp, dtype)`` gives the small arrays a pass
+over the data needs (sent once per pass); the module-level block functions
+take a block of prepared rows and those arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from .agop import kernel_agop_block
+from .backend import REDUCE_DTYPE, array_module, to_device, to_numpy
+from .kernels import Kernel, apply_metric, metric_factor
+
+__all__ = ["KernelPredictor", "kernel_predict_block", "predict_in_blocks"]
+
+
+def kernel_predict_block(
+    X: Any, Y: Any = None, *, kernel: Kernel, S: Any, Zt: Any, zsq: Any, alpha: Any, **_: Any
+) -> Any:
+    """Predictions K_M(X, Z) alpha for one block of prepared rows, shape (b, c)."""
+    K = kernel.block(apply_metric(X, S), Zt, zsq)  # (b, m)
+    return K @ alpha
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KernelPredictor:
+    """f(x) = sum_j alpha_j k_M(x, z_j).
+
+    Attributes
+    ----------
+    kernel : Kernel
+    M : ndarray (d, d) or (d,)
+        The metric (its diagonal for ``diag=True`` models), float64.
+    centers : ndarray (m, d)
+        Centers Z in the prepared (standardized) input space, float64.
+    alpha : ndarray (m, c)
+        Dual coefficients, float64.
+    """
+
+    kernel: Kernel
+    M: np.ndarray
+    centers: np.ndarray
+    alpha: np.ndarray
+
+    predict_fn: Callable[..., Any] = dataclasses.field(default=kernel_predict_block, repr=False)
+    agop_fn: Callable[..., Any] = dataclasses.field(default=kernel_agop_block, repr=False)
+
+    @property
+    def agop_premultiplied(self) -> bool:
+        """False: the AGOP sums are H^T H and the metric M is applied once at the end."""
+        return False
+
+    def broadcast(self, xp: Any = np, dtype: Any = np.float64) -> dict[str, Any]:
+        """The arrays a predict or AGOP pass needs, on ``xp`` in ``dtype`` (norms in float64 first)."""
+        S = metric_factor(np.asarray(self.M, dtype=REDUCE_DTYPE))
+        Zt = apply_metric(np.asarray(self.centers, dtype=REDUCE_DTYPE), S)
+        zsq = np.einsum("ij,ij->i", Zt, Zt)
+        return {
+            "kernel": self.kernel,
+            "S": to_device(S, xp, dtype),
+            "Zt": to_device(Zt, xp, dtype),
+            "zsq": to_device(zsq, xp, dtype),
+            "Z": to_device(self.centers, xp, dtype),
+            "alpha": to_device(self.alpha, xp, dtype),
+        }
+
+
+def predict_in_blocks(predictor: Any, X: np.ndarray, block_rows: int, dtype: Any = np.float64) -> np.ndarray:
+    """Predictions for in-memory prepared rows, computed block by block (float64 result, (n, c))."""
+    xp = array_module(X)
+    bc = predictor.broadcast(xp, dtype)
+    out = np.empty((X.shape[0], predictor.alpha.shape[1] if hasattr(predictor, "alpha") else predictor.n_outputs))
+    for s in range(0, X.shape[0], block_rows):
+        Xb = to_device(X[s : s + block_rows], xp, dtype)
+        out[s : s + Xb.shape[0]] = to_numpy(predictor.predict_fn(Xb, None, **bc))
+    return out
