@@ -130,7 +130,8 @@ def _as_labels(y: np.ndarray) -> np.ndarray:
     turn both into fixed-width unicode, which every numpy and scikit-learn routine sorts
     and compares."""
     if y.dtype.kind in ("O", "T"):
-        return y.astype(str)
+        # StringDType refuses astype(str) without a width; np.array of the list finds it
+        return np.array(y.tolist(), dtype=str).reshape(y.shape)
     return y
 
 
