@@ -22,7 +22,7 @@ from .data import ArrayDataset
 from .exceptions import InputError
 from .kernels import KERNELS, make_kernel
 from .pipeline import FitSettings, fit_dataset
-from .predictors import predict_in_blocks
+from .predictors import predict_in_blocks, scores_to_proba
 from .rfm import RFMParams
 
 __all__ = ["RFMRegressor", "RFMClassifier"]
@@ -216,9 +216,22 @@ class _BaseRFM(BaseEstimator):
         )
 
     def _fit_arrays(self, X: np.ndarray, y: np.ndarray, X_val: Any, y_val: Any, classes: np.ndarray | None) -> None:
+        validation = None if X_val is None else ArrayDataset(X_val, y_val)
+        self._fit_data(ArrayDataset(X, y), validation, classification=classes is not None, classes=classes)
+
+    def _fit_data(
+        self,
+        dataset: Any,
+        validation: Any,
+        *,
+        classification: bool,
+        classes: np.ndarray | None = None,
+        state: Any = None,
+        on_iteration: Any = None,
+        progress: Any = None,
+    ) -> Any:
         from .engine import Engine  # noqa: PLC0415 - dask is imported only when fitting
 
-        classification = classes is not None
         config = self._exec_config()
         params = RFMParams(
             kernel=make_kernel(self.kernel, self.bandwidth, self.exponent),
@@ -240,20 +253,80 @@ class _BaseRFM(BaseEstimator):
             standardize=bool(self.standardize),
             seed=_seed(self.random_state),
         )
-        validation = None
-        if X_val is not None:
-            validation = ArrayDataset(X_val, y_val)
         with Engine(config) as engine:
             result = fit_dataset(
-                ArrayDataset(X, y),
+                dataset,
                 params=params,
                 settings=settings,
                 config=config,
                 engine=engine,
                 validation=validation,
                 classes=classes,
+                state=state,
+                on_iteration=on_iteration,
+                progress=progress,
             )
         self._set_fitted(result)
+        return result
+
+    def fit_dataset(
+        self,
+        data: Any,
+        *,
+        x_name: str = "X",
+        y_name: str = "y",
+        use_stored_validation: bool = True,
+        state: Any = None,
+        on_iteration: Any = None,
+        progress: Any = None,
+    ) -> "_BaseRFM":
+        """Fit from a dataset on disk, streaming it block by block (what ``bigrfm fit`` runs).
+
+        Parameters
+        ----------
+        data : str, path or Dataset
+            A Zarr group (local path or fsspec URL) with arrays ``x_name`` and
+            ``y_name``, or an opened :class:`bigrfm.data.ZarrDataset`.
+        x_name, y_name : str
+            Array names inside the group.
+        use_stored_validation : bool
+            Use the group's ``X_val``/``y_val`` arrays, when present, to choose
+            the best iteration (instead of holding out ``validation_fraction``).
+        state : RFMState, optional
+            Resume from a checkpointed loop state.
+        on_iteration, progress : callable, optional
+            Called after each RFM iteration with the loop state, and after each
+            block of a pass with ``(done, total, rows)``.
+
+        Returns
+        -------
+        self
+        """
+        from .data import open_dataset  # noqa: PLC0415
+
+        self._validate_params()
+        dataset = data if hasattr(data, "read") else open_dataset(str(data), x_name=x_name, y_name=y_name)
+        if not dataset.has_y:
+            raise InputError(f"The dataset {data} has no target array {y_name!r}; fitting needs targets.")
+        validation = dataset.validation() if use_stored_validation and hasattr(dataset, "validation") else None
+        classification = isinstance(self, ClassifierMixin)
+        result = self._fit_data(
+            dataset, validation, classification=classification, state=state, on_iteration=on_iteration, progress=progress
+        )
+        self.n_features_in_ = dataset.n_features
+        names = getattr(dataset, "feature_names", None)
+        if names:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        if classification:
+            self.classes_ = result.preprocessing.classes
+        self._y_ndim = 1 if len(getattr(dataset, "y_shape", (0,))) == 1 else 2
+        return self
+
+    def save(self, path: Any, *, overwrite: bool = False, provenance: dict | None = None) -> Any:
+        """Write the fitted model to a folder (Zarr arrays + model.json, atomic; see :mod:`bigrfm.model_io`)."""
+        from .model_io import save_model  # noqa: PLC0415
+
+        return save_model(self, path, overwrite=overwrite, provenance=provenance)
 
     def _set_fitted(self, result: Any) -> None:
         state, pre = result.state, result.preprocessing
@@ -308,6 +381,9 @@ class _BaseRFM(BaseEstimator):
 
 
 def _check_X_y(est: _BaseRFM, X: Any, y: Any, *, multi_output: bool) -> tuple[np.ndarray, np.ndarray]:
+    y_arr = np.asarray(y) if y is not None else None
+    if y_arr is not None and y_arr.ndim >= 1 and y_arr.dtype.kind in "fc":
+        check_finite_rows("y", y_arr)  # before scikit-learn's check, which does not name rows
     X, y = validate_data(
         est,
         X,
@@ -415,28 +491,22 @@ class RFMClassifier(ClassifierMixin, _BaseRFM):
         return self
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Raw one-hot regression scores, shape (n, n_classes)."""
-        return self._decision(X)
+        """One-hot regression scores, shape (n, n_classes); for two classes the
+        difference score[:, 1] - score[:, 0], shape (n,) (positive means ``classes_[1]``)."""
+        s = self._decision(X)
+        return s[:, 1] - s[:, 0] if s.shape[1] == 2 else s
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities from the one-hot scores.
+        """Class probabilities from the one-hot scores (see :func:`bigrfm.predictors.scores_to_proba`).
 
-        Scores are clipped at 0 and each row normalized to sum to 1; a row whose
-        scores are all <= 0 is shifted to a minimum of 0 first (all equal: uniform).
-        They rank classes exactly like ``predict`` but are not calibrated; wrap the
-        model in ``sklearn.calibration.CalibratedClassifierCV`` when calibration matters.
+        They rank classes exactly like ``predict`` and ``decision_function`` but
+        are not calibrated; wrap the model in
+        ``sklearn.calibration.CalibratedClassifierCV`` when calibration matters.
         """
-        s = self._decision(X)
-        p = np.clip(s, 0.0, None)
-        dead = p.max(axis=1) <= 0
-        if dead.any():
-            p[dead] = s[dead] - s[dead].min(axis=1, keepdims=True)
-        tot = p.sum(axis=1, keepdims=True)
-        flat = tot[:, 0] <= 0
-        p[flat] = 1.0
-        tot[flat] = p.shape[1]
-        return p / tot
+        check_is_fitted(self, "predictor_")
+        return scores_to_proba(self._decision(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class labels."""
+        check_is_fitted(self, "predictor_")
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

@@ -130,10 +130,11 @@ def first_pass_block(
     val_select: RowSelect | None,
     center_select: RowSelect | None,
     classification: bool,
+    source: str | None = None,
 ) -> _FirstPass:
     """Statistics of the training rows of one raw block, plus its validation and center rows."""
     start, stop = block_range
-    data_mod.check_finite(X, y, start)
+    data_mod.check_finite(X, y, start, source=source)
     val_mask = None if val_select is None else val_select.mask(start, stop)
     train_mask = None if val_mask is None else ~val_mask
     Xt, yt = (X, y) if train_mask is None else (X[train_mask], None if y is None else y[train_mask])
@@ -235,6 +236,7 @@ def fit_dataset(
             "val_select": RowSelect(val_idx, include=True) if val_idx.size else None,
             "center_select": center_select,
             "classification": params.classification,
+            "source": getattr(dataset, "path", None),
         },
         block_rows=config.rows_per_block(d),
         with_range=True,
@@ -300,6 +302,10 @@ def fit_dataset(
     return FitResult(state, pre)
 
 
-def _summarize(stats: Any, classification: bool) -> tuple:
+def _summarize(stats: data_mod.BlockStats, classification: bool) -> tuple:
     """(mean, std, classes, y_mean, y_std) from the combined first-pass statistics."""
-    raise NotImplementedError
+    if stats.x.count == 0:
+        raise InputError("No training rows left after holding out the validation rows.")
+    if classification:
+        return stats.x.mean, stats.x.std, stats.y.labels, None, None
+    return stats.x.mean, stats.x.std, None, stats.y.mean, stats.y.std

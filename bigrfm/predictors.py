@@ -17,7 +17,7 @@ from .agop import kernel_agop_block
 from .backend import REDUCE_DTYPE, array_module, to_device, to_numpy
 from .kernels import Kernel, apply_metric, metric_factor
 
-__all__ = ["KernelPredictor", "kernel_predict_block", "predict_in_blocks"]
+__all__ = ["KernelPredictor", "kernel_predict_block", "predict_in_blocks", "scores_to_proba"]
 
 
 def kernel_predict_block(
@@ -52,6 +52,10 @@ class KernelPredictor:
     agop_fn: Callable[..., Any] = dataclasses.field(default=kernel_agop_block, repr=False)
 
     @property
+    def n_outputs(self) -> int:
+        return int(self.alpha.shape[1])
+
+    @property
     def agop_premultiplied(self) -> bool:
         """False: the AGOP sums are H^T H and the metric M is applied once at the end."""
         return False
@@ -75,8 +79,31 @@ def predict_in_blocks(predictor: Any, X: np.ndarray, block_rows: int, dtype: Any
     """Predictions for in-memory prepared rows, computed block by block (float64 result, (n, c))."""
     xp = array_module(X)
     bc = predictor.broadcast(xp, dtype)
-    out = np.empty((X.shape[0], predictor.alpha.shape[1] if hasattr(predictor, "alpha") else predictor.n_outputs))
+    out = np.empty((X.shape[0], predictor.n_outputs))
     for s in range(0, X.shape[0], block_rows):
         Xb = to_device(X[s : s + block_rows], xp, dtype)
         out[s : s + Xb.shape[0]] = to_numpy(predictor.predict_fn(Xb, None, **bc))
     return out
+
+
+def scores_to_proba(s: np.ndarray) -> np.ndarray:
+    """Class probabilities from one-hot regression scores (n, k).
+
+    Scores are clipped at 0 and each row normalized to sum to 1; a row whose
+    scores are all <= 0 is shifted to a minimum of 0 first (all equal: uniform).
+    Two classes: p_1 = clip((s_1 - s_0 + 1) / 2, 0, 1), monotone in the
+    decision s_1 - s_0 (one-hot scores sum to about 1). The argmax is the
+    argmax of the scores; the values are not calibrated.
+    """
+    if s.shape[1] == 2:
+        p1 = np.clip((s[:, 1] - s[:, 0] + 1.0) / 2.0, 0.0, 1.0)
+        return np.stack([1.0 - p1, p1], axis=1)
+    p = np.clip(s, 0.0, None)
+    dead = p.max(axis=1) <= 0
+    if dead.any():
+        p[dead] = s[dead] - s[dead].min(axis=1, keepdims=True)
+    tot = p.sum(axis=1, keepdims=True)
+    flat = tot[:, 0] <= 0
+    p[flat] = 1.0
+    tot[flat] = p.shape[1]
+    return p / tot

@@ -86,6 +86,8 @@ class Prepare:
         Standardization of regression targets.
     select : RowSelect or None
         Rows of the split; None keeps every row.
+    raw_y : bool
+        Pass y through unencoded (evaluation compares predictions with raw labels).
     """
 
     mean: np.ndarray | None
@@ -95,6 +97,7 @@ class Prepare:
     y_mean: np.ndarray | None = None
     y_scale: np.ndarray | None = None
     select: RowSelect | None = None
+    raw_y: bool = False
 
     def with_select(self, select: RowSelect | None) -> "Prepare":
         return dataclasses.replace(self, select=select)
@@ -113,5 +116,7 @@ class Prepare:
                     return None
                 X = X[keep]
                 y = None if y is None else y[keep]
-        Y = None if y is None else encode_targets(y, self.classes, self.y_mean, self.y_scale)
+        if y is None or self.raw_y:
+            return self.transform_X(X), y
+        Y = encode_targets(y, self.classes, self.y_mean, self.y_scale)
         return self.transform_X(X), Y

@@ -25,7 +25,7 @@ import scipy.linalg
 from ..agop import AgopSums
 from ..backend import REDUCE_DTYPE, array_module, to_numpy
 from ..exceptions import InputError, SolverError
-from ..kernels import GaussianKernel, Kernel, LaplaceKernel, apply_metric
+from ..kernels import GaussianKernel, Kernel, LaplaceKernel, apply_metric, metric_factor
 
 __all__ = [
     "RFFMap",
@@ -37,6 +37,8 @@ __all__ = [
     "rff_predict_block",
     "rff_grad_block",
     "rff_agop_block",
+    "RFFPredictor",
+    "RFFSolver",
 ]
 
 #: Kernels whose spectral density :func:`sample_rff` can draw from.
@@ -324,3 +326,84 @@ def rff_agop_block(
         gram = S64 @ hh @ S64.T  # (d, d)
     grad_sum = _to_input_space(hsum, S64)  # (c, d)
     return AgopSums(to_numpy(gram), to_numpy(grad_sum), int(X.shape[0]))
+
+
+# -- the solver and its predictor --------------------------------------------------------
+
+#: Random features when ``n_components`` is not given.
+DEFAULT_COMPONENTS = 4096
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RFFPredictor:
+    """f(x) = phi(S^T x)^T w with random Fourier features (see :func:`rff_features`).
+
+    Attributes
+    ----------
+    kernel : Kernel
+    M : ndarray (d, d) or (d,)
+        Metric the features were built in.
+    rffmap : RFFMap
+    w : ndarray (D, c)
+        Feature weights, float64.
+    """
+
+    kernel: Kernel
+    M: np.ndarray
+    rffmap: RFFMap
+    w: np.ndarray
+
+    predict_fn: Any = dataclasses.field(default=rff_predict_block, repr=False)
+    agop_fn: Any = dataclasses.field(default=rff_agop_block, repr=False)
+
+    @property
+    def agop_premultiplied(self) -> bool:
+        """True: the AGOP sums already hold gradients in input space."""
+        return True
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.w.shape[1])
+
+    def broadcast(self, xp: Any = np, dtype: Any = np.float64) -> dict[str, Any]:
+        S = metric_factor(np.asarray(self.M, dtype=REDUCE_DTYPE))
+        return {"S": _on(xp, S, dtype), "rffmap": self.rffmap, "w": _on(xp, self.w, dtype)}
+
+
+class RFFSolver:
+    """Random Fourier features in the metric of each iteration; one streamed pass per solve.
+
+    Parameters
+    ----------
+    reg : float
+        Ridge term: (Phi^T Phi + reg I) w = Phi^T Y.
+    n_components : int or None
+        Number of features D (None: 4096).
+    rng : numpy Generator
+        Seeds the frequencies; iteration k draws from its own stream, so a
+        resumed fit draws the same frequencies as an uninterrupted one.
+    """
+
+    name = "rff"
+
+    def __init__(self, reg: float, n_components: int | None = None, rng: np.random.Generator | None = None) -> None:
+        self.reg = reg
+        self.n_components = int(n_components or DEFAULT_COMPONENTS)
+        self.seed = int((rng or np.random.default_rng()).integers(2**63 - 1))
+
+    def fit(self, kernel: Kernel, M: np.ndarray, ctx: Any, warm: Any) -> tuple[RFFPredictor, dict, int]:
+        solves = 0 if warm is None else int(np.asarray(warm))  # warm state = solves done so far
+        S = metric_factor(np.asarray(M, dtype=REDUCE_DTYPE))
+        rank = S.shape[0] if S.ndim == 1 else S.shape[1]
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(solves,)))
+        rffmap = sample_rff(kernel, self.n_components, rank, rng)
+        sums: GramSums = ctx.engine.map_reduce(
+            rff_gram_block,
+            ctx.train,
+            broadcast={"S": S.astype(ctx.dtype), "rffmap": rffmap},
+            prepare=ctx.prepare,
+            block_rows=ctx.block_rows,
+            progress=ctx.progress,
+        )
+        w = rff_solve(sums.gram, sums.rhs, self.reg)
+        return RFFPredictor(kernel, np.array(M), rffmap, w), {"features": self.n_components, "passes": 1}, solves + 1

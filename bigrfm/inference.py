@@ -1,0 +1,138 @@
+"""Streamed prediction and evaluation of a fitted model over a dataset on disk.
+
+Both run through the engine: each block is standardized, predicted, and
+either written to its rows of the output Zarr group (prediction) or reduced
+to a few sums (evaluation). Peak memory is one block, whatever the rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from .exceptions import InputError
+from .model_io import atomic_folder
+from .prepare import Prepare
+from .predictors import scores_to_proba
+
+__all__ = ["OutputMap", "predict_dataset", "evaluate_dataset"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OutputMap:
+    """Model scores (standardized units) to predictions in the user's units."""
+
+    classes: np.ndarray | None
+    y_mean: np.ndarray | None
+    y_scale: np.ndarray | None
+    y_ndim: int = 1
+
+    @classmethod
+    def of(cls, est: Any) -> "OutputMap":
+        return cls(getattr(est, "classes_", None), est._y_mean, est._y_scale, int(getattr(est, "_y_ndim", 1)))
+
+    def __call__(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(predictions, probabilities or None)."""
+        if self.classes is not None:
+            proba = scores_to_proba(scores)
+            return self.classes[np.argmax(proba, axis=1)], proba
+        pred = scores * self.y_scale + self.y_mean
+        return (pred.ravel() if self.y_ndim == 1 else pred), None
+
+
+def _prepare_of(est: Any) -> Prepare:
+    return Prepare(est.x_mean_, est.x_scale_, est.dtype, raw_y=True)
+
+
+def _scores(X: np.ndarray, predictor_bc: dict, predict_fn: Any) -> np.ndarray:
+    return np.asarray(predict_fn(X, None, **predictor_bc), dtype=np.float64)
+
+
+def predict_write_block(
+    X: np.ndarray, y: Any = None, *, block_range: tuple[int, int], out: str, output: OutputMap, proba: bool, predict_fn: Any, **bc: Any
+) -> int:
+    """Predict one block and write it to rows [start, stop) of the output group; returns the row count."""
+    start, stop = block_range
+    pred, p = output(_scores(X, bc, predict_fn))
+    group = zarr.open_group(out, mode="r+")
+    group["y_pred"][start:stop] = pred
+    if proba:
+        group["proba"][start:stop] = p
+    return stop - start
+
+
+def evaluate_block(X: np.ndarray, y: np.ndarray, *, output: OutputMap, predict_fn: Any, **bc: Any) -> dict:
+    """Sums for accuracy (classifiers) or RMSE and R^2 (regressors) over one block."""
+    pred, _ = output(_scores(X, bc, predict_fn))
+    if output.classes is not None:
+        return {"n": y.shape[0], "correct": int(np.sum(pred == y))}
+    yt = np.asarray(y, dtype=np.float64).reshape(pred.shape)
+    err = yt - pred
+    return {"n": yt.shape[0], "sse": (err**2).sum(axis=0), "sy": yt.sum(axis=0), "syy": (yt**2).sum(axis=0)}
+
+
+def _check_features(est: Any, dataset: Any) -> None:
+    if dataset.n_features != est.n_features_in_:
+        raise InputError(
+            f"The dataset has {dataset.n_features} features but the model was fitted on {est.n_features_in_}; "
+            "predict on data with the training columns, in the same order."
+        )
+
+
+def predict_dataset(est: Any, dataset: Any, out: str | Path, engine: Any, *, proba: bool = False, overwrite: bool = False, progress: Any = None) -> Path:
+    """Write predictions (``y_pred``, and ``proba`` for classifiers when asked) to a new Zarr group ``out``."""
+    _check_features(est, dataset)
+    if proba and not hasattr(est, "classes_"):
+        raise InputError("--proba is only for classifiers; this model is a regressor.")
+    output = OutputMap.of(est)
+    n = dataset.n_rows
+    block_rows = engine.config.rows_per_block(dataset.n_features)
+    with atomic_folder(out, overwrite) as tmp:
+        g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        c = est.dual_coef_.shape[1]
+        if output.classes is not None:
+            g.create_array("y_pred", shape=(n,), dtype=np.asarray(output.classes).dtype if output.classes.dtype.kind != "U" else str, chunks=(block_rows,))
+            if proba:
+                g.create_array("proba", shape=(n, c), dtype="float64", chunks=(block_rows, c))
+                g.attrs["classes"] = [str(k) if isinstance(k, str) else k.item() for k in output.classes]
+        else:
+            shape = (n,) if output.y_ndim == 1 else (n, c)
+            g.create_array("y_pred", shape=shape, dtype="float64", chunks=(block_rows,) + shape[1:])
+        engine.map_reduce(
+            predict_write_block,
+            dataset,
+            broadcast={**est.predictor_.broadcast(np, est.dtype), "predict_fn": est.predictor_.predict_fn, "out": str(tmp), "output": output, "proba": proba},
+            prepare=_prepare_of(est),
+            block_rows=block_rows,
+            with_range=True,
+            progress=progress,
+        )
+    return Path(out)
+
+
+def evaluate_dataset(est: Any, dataset: Any, engine: Any, *, progress: Any = None) -> dict:
+    """Accuracy (classifiers) or RMSE and R^2 (regressors) of the model on a dataset, streamed."""
+    _check_features(est, dataset)
+    if not dataset.has_y:
+        raise InputError("The dataset has no targets to evaluate against.")
+    output = OutputMap.of(est)
+    sums = engine.map_reduce(
+        evaluate_block,
+        dataset,
+        broadcast={**est.predictor_.broadcast(np, est.dtype), "predict_fn": est.predictor_.predict_fn, "output": output},
+        prepare=_prepare_of(est),
+        block_rows=engine.config.rows_per_block(dataset.n_features),
+        progress=progress,
+    )
+    n = sums["n"]
+    if output.classes is not None:
+        return {"rows": int(n), "accuracy": sums["correct"] / n}
+    sst = sums["syy"] - sums["sy"] ** 2 / n
+    rmse = np.sqrt(sums["sse"] / n)
+    r2 = 1 - sums["sse"] / np.where(sst > 0, sst, np.nan)
+    as_num = (lambda a: float(a)) if np.ndim(rmse) == 0 or np.size(rmse) == 1 else (lambda a: np.asarray(a).tolist())
+    return {"rows": int(n), "rmse": as_num(np.squeeze(rmse)), "r2": as_num(np.squeeze(r2))}

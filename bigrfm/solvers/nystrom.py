@@ -1,0 +1,148 @@
+"""Nystrom kernel ridge regression solved by Falkon-preconditioned conjugate gradient.
+
+Objective (ALGORITHM.md 3): (K_nm^T K_nm + reg K_mm) alpha = K_nm^T Y with m
+centers. With lambda = reg / n, T = chol(K_mm) (upper, K_mm = T^T T) and
+A = chol(T T^T / m + lambda I), CG runs in beta (alpha = T^-1 A^-1 beta) on
+
+    beta -> A^-T ( T^-T K_nm^T K_nm T^-1 A^-1 beta / n + lambda A^-1 beta ),
+    rhs   = A^-T T^-T K_nm^T Y / n.
+
+One CG iteration is one pass over the data computing sum_b K_b^T (K_b v): one
+kernel block per row block, used for both products. The right-hand side (and
+the residual of a warm start) come from one pass of their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+from ..backend import REDUCE_DTYPE, array_module, jitter, to_numpy
+from ..exceptions import SolverError
+from ..kernels import Kernel, apply_metric
+from ..predictors import KernelPredictor
+from .cg import cg
+from .exact import kernel_matrix
+
+__all__ = ["FalkonPreconditioner", "NystromSolver", "gram_matvec_block"]
+
+
+def gram_matvec_block(
+    X: Any, Y: Any = None, *, kernel: Kernel, S: Any, Zt: Any, zsq: Any, v: Any = None, with_rhs: bool = False, **_: Any
+) -> dict:
+    """One block's share of K_nm^T (K_nm v) (m x c) and, with ``with_rhs``, of K_nm^T Y; float64."""
+    K = kernel.block(apply_metric(X, S), Zt, zsq)  # (b, m): the only kernel block of this pass
+    out = {}
+    if v is not None:
+        out["KtKv"] = to_numpy((K.T @ (K @ v)).astype(REDUCE_DTYPE))
+    if with_rhs:
+        xp = array_module(K)
+        out["KtY"] = to_numpy((K.T @ xp.asarray(Y, dtype=K.dtype)).astype(REDUCE_DTYPE))
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FalkonPreconditioner:
+    """The two triangular factors of Falkon's preconditioner (float64).
+
+    ``apply(beta) = T^-1 A^-1 beta`` maps CG coordinates to alpha;
+    ``apply_t(u) = A^-T T^-T u`` is its transpose.
+    """
+
+    T: np.ndarray  # (m, m) upper, K_mm + jitter = T^T T
+    A: np.ndarray  # (m, m) upper, T T^T / m + lambda I = A^T A
+    lam: float
+
+    @classmethod
+    def build(cls, Kmm: np.ndarray, lam: float, dtype: str) -> "FalkonPreconditioner":
+        m = Kmm.shape[0]
+        K = np.array(Kmm, dtype=REDUCE_DTYPE)
+        K[np.diag_indices(m)] += jitter(K, dtype)
+        try:
+            T = scipy.linalg.cholesky(K, lower=False)
+            B = T @ T.T / m
+            B[np.diag_indices(m)] += lam
+            A = scipy.linalg.cholesky(B, lower=False)
+        except np.linalg.LinAlgError as exc:
+            raise SolverError(
+                f"Falkon preconditioner: Cholesky factorization failed for m={m} centers ({exc}). "
+                "Duplicate centers or a very small bandwidth make K_mm singular; "
+                "increase reg or the bandwidth, or deduplicate the data."
+            ) from None
+        return cls(T, A, lam)
+
+    def apply(self, beta: np.ndarray) -> np.ndarray:
+        u = scipy.linalg.solve_triangular(self.A, beta, lower=False)
+        return scipy.linalg.solve_triangular(self.T, u, lower=False)
+
+    def apply_t(self, u: np.ndarray) -> np.ndarray:
+        w = scipy.linalg.solve_triangular(self.T, u, trans="T", lower=False)
+        return scipy.linalg.solve_triangular(self.A, w, trans="T", lower=False)
+
+    def to_beta(self, alpha: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`apply` (beta = A T alpha), for warm starts."""
+        return self.A @ (self.T @ alpha)
+
+
+class NystromSolver:
+    """Nystrom centers + Falkon preconditioned CG, streaming one pass per CG iteration.
+
+    Parameters
+    ----------
+    reg : float
+        Ridge term of the objective (lambda = reg / n in Falkon's scaling).
+    tol : float
+        CG stops when every output's relative residual is below ``tol``.
+    maxiter : int
+        Most CG iterations (= passes over the data) per solve.
+    """
+
+    name = "nystrom"
+
+    def __init__(self, reg: float, tol: float = 1e-7, maxiter: int = 20) -> None:
+        self.reg, self.tol, self.maxiter = reg, tol, maxiter
+
+    def fit(self, kernel: Kernel, M: np.ndarray, ctx: Any, warm: Any) -> tuple[KernelPredictor, dict, np.ndarray]:
+        n = ctx.n_train
+        Z = ctx.centers
+        lam = self.reg / n
+        pre = FalkonPreconditioner.build(kernel_matrix(kernel, M, Z, Z), lam, ctx.dtype)
+        bc = KernelPredictor(kernel, M, Z, np.zeros((Z.shape[0], 1))).broadcast(np, ctx.dtype)
+        bc = {k: bc[k] for k in ("kernel", "S", "Zt", "zsq")}
+        passes = 0
+
+        def data_pass(v: np.ndarray | None, with_rhs: bool = False) -> dict:
+            nonlocal passes
+            passes += 1
+            return ctx.engine.map_reduce(
+                gram_matvec_block,
+                ctx.train,
+                broadcast={**bc, "v": None if v is None else v.astype(ctx.dtype), "with_rhs": with_rhs},
+                prepare=ctx.prepare,
+                block_rows=ctx.block_rows,
+                progress=ctx.progress,
+            )
+
+        def operator(beta: np.ndarray) -> np.ndarray:
+            u = pre.apply(beta)
+            KtKv = data_pass(u)["KtKv"]
+            return pre.apply_t(KtKv / n) + lam * scipy.linalg.solve_triangular(pre.A, beta, trans="T", lower=False)
+
+        # Warm start: the previous iteration's alpha, in this iteration's CG coordinates.
+        beta0 = None if warm is None else pre.to_beta(warm)
+        first = data_pass(None if warm is None else pre.apply(beta0), with_rhs=True)
+        B = pre.apply_t(first["KtY"] / n)  # (m, c)
+        if beta0 is not None:
+            # fused: the warm start's residual comes from the same pass as the rhs
+            Ax0 = pre.apply_t(first["KtKv"] / n) + lam * scipy.linalg.solve_triangular(pre.A, beta0, trans="T", lower=False)
+            B = B - Ax0
+        res = cg(operator, B, tol=self.tol, maxiter=self.maxiter)
+        beta = res.x if beta0 is None else beta0 + res.x
+        alpha = pre.apply(beta)
+        if not np.all(np.isfinite(alpha)):
+            raise SolverError("Nystrom CG produced non-finite coefficients; increase reg or check the data.")
+        info = {"cg_iters": res.n_iter, "cg_residual": res.residuals[-1] if res.residuals else 0.0, "passes": passes, "centers": Z.shape[0]}
+        return KernelPredictor(kernel, np.array(M), Z, alpha), info, alpha

@@ -1,0 +1,231 @@
+"""``bigrfm fit``, ``predict``, ``evaluate``: the product path from a Zarr store to a model folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from bigrfm.backend import ExecConfig
+from bigrfm.exceptions import InputError
+
+_TASKS = ("auto", "classification", "regression")
+
+
+class PassProgress:
+    """Progress of passes over the data on stderr: blocks, rows/s, ETA (one line, rewritten)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.passes = 0
+        self.t0 = time.perf_counter()
+        self.label = ""
+
+    def __call__(self, done: int, total: int, rows: int) -> None:
+        if not self.enabled:
+            return
+        if done == 1:
+            self.passes += 1
+            self.t0 = time.perf_counter()
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        eta = dt / done * (total - done)
+        line = f"  {self.label}pass {self.passes}: {done}/{total} blocks, {rows / dt:,.0f} rows/s, ETA {eta:.0f}s"
+        if self.tty:
+            click.echo("\r" + line.ljust(78), err=True, nl=done == total)
+        elif done == total:
+            click.echo(line, err=True)
+
+
+def _history_table(history: list[dict], best: int, classification: bool) -> str:
+    head = f"{'iter':>4}  {'val acc' if classification else 'val rmse':>9}  {'val mse':>10}  {'cg iters':>8}  {'seconds':>8}"
+    rows = [head, "-" * len(head)]
+    for h in history:
+        metric = h["val_accuracy"] if classification else (None if h["val_mse"] is None else h["val_mse"] ** 0.5)
+        fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+        mark = "  *" if h["iter"] == best else ""
+        rows.append(
+            f"{h['iter']:>4}  {fmt(metric, '9.4f')}  {fmt(h['val_mse'], '10.5f')}  "
+            f"{fmt(h['solver'].get('cg_iters'), '8d')}  {h['seconds']:8.2f}{mark}"
+        )
+    rows.append("(* chosen iteration; validation metrics in standardized target units for regression)")
+    return "\n".join(rows)
+
+
+def _exec_options(f: Any) -> Any:
+    for opt in reversed(
+        [
+            click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True, help="Block dtype (reductions are float64)."),
+            click.option("--block-rows", type=click.IntRange(1), default=None, help="Rows per block (default: ~32 MiB of features)."),
+            click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True),
+            click.option("--scheduler", default="local", show_default=True, help="'local' (in-process LocalCluster), 'threads' (no cluster), or a scheduler address tcp://host:port."),
+            click.option("--workers", type=click.IntRange(1), default=None, help="LocalCluster workers (default: one per core)."),
+            click.option("--memory-limit", default="auto", show_default=True, help="LocalCluster memory limit per worker."),
+            click.option("--x-name", default="X", show_default=True),
+            click.option("--y-name", default="y", show_default=True),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _config(dtype: str, block_rows: int | None, device: str, scheduler: str, workers: int | None, memory_limit: str) -> ExecConfig:
+    return ExecConfig(
+        device=device,
+        dtype=dtype,
+        block_rows=block_rows,
+        scheduler=None if scheduler == "threads" else scheduler,
+        n_workers=workers,
+        memory_limit=memory_limit,
+    )
+
+
+def _task_of(dataset: Any, task: str) -> str:
+    if task != "auto":
+        return task
+    kind = np.dtype(dataset.y_dtype).kind if dataset.y_dtype not in (None, "string") else "U"
+    return "regression" if kind == "f" else "classification"
+
+
+@click.command()
+@click.argument("data", type=str)
+@click.option("--out", "out", required=True, type=click.Path(), help="Model folder to write.")
+@click.option("--task", type=click.Choice(_TASKS), default="auto", show_default=True, help="auto: float targets are regression, integer or string targets classification.")
+@click.option("--kernel", type=click.Choice(["laplace", "gaussian", "exp_power"]), default="laplace", show_default=True)
+@click.option("--bandwidth", type=float, default=10.0, show_default=True)
+@click.option("--exponent", type=float, default=1.0, show_default=True, help="q of the exp_power kernel.")
+@click.option("--reg", type=float, default=1e-3, show_default=True)
+@click.option("--iters", type=click.IntRange(0), default=5, show_default=True)
+@click.option("--solver", type=click.Choice(["auto", "exact", "nystrom", "rff"]), default="auto", show_default=True)
+@click.option("--centers", type=click.IntRange(1), default=None, help="Nystrom centers (default grows with n).")
+@click.option("--features", "n_components", type=click.IntRange(1), default=None, help="Random features (rff).")
+@click.option("--diag", is_flag=True, help="Learn a diagonal metric.")
+@click.option("--centering", is_flag=True, help="Center gradients before the AGOP.")
+@click.option("--agop-power", type=float, default=1.0, show_default=True)
+@click.option("--agop-sample", type=click.IntRange(1), default=None, help="AGOP on a sample of rows (default: all).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True, help="Held out when the store has no X_val/y_val.")
+@click.option("--cg-tol", type=float, default=1e-7, show_default=True)
+@click.option("--cg-maxiter", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint of an interrupted fit.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@_exec_options
+def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent: float, reg: float, iters: int, solver: str,
+        centers: int | None, n_components: int | None, diag: bool, centering: bool, agop_power: float, agop_sample: int | None,
+        val_fraction: float, cg_tol: float, cg_maxiter: int, seed: int, resume: bool, overwrite: bool, as_json: bool,
+        dtype: str, block_rows: int | None, device: str, scheduler: str, workers: int | None, memory_limit: str,
+        x_name: str, y_name: str) -> None:
+    """Fit an RFM on the Zarr dataset DATA and write a model folder.
+
+    Streams DATA block by block through a Dask cluster (an in-process
+    LocalCluster by default), checkpoints after every iteration
+    (OUT.checkpoint/, used by --resume), and ends with the per-iteration table.
+    """
+    from bigrfm import RFMClassifier, RFMRegressor
+    from bigrfm.data import open_dataset
+    from bigrfm.model_io import load_checkpoint, save_checkpoint
+
+    out_path = Path(out)
+    if out_path.exists() and not overwrite:
+        raise InputError(f"{out} already exists; pass --overwrite to replace it.")
+    ckpt = Path(f"{out}.checkpoint")
+    if resume and not ckpt.exists():
+        raise InputError(f"--resume: no checkpoint at {ckpt}; run without --resume to start a fit.")
+    dataset = open_dataset(data, x_name=x_name, y_name=y_name, require_y=True)
+    task = _task_of(dataset, task)
+    cls = RFMClassifier if task == "classification" else RFMRegressor
+    est = cls(
+        kernel=kernel, bandwidth=bandwidth, exponent=exponent, reg=reg, iters=iters, solver=solver, diag=diag,
+        centering=centering, agop_power=agop_power, agop_sample=agop_sample, validation_fraction=val_fraction,
+        random_state=seed, n_centers=centers, n_components=n_components, cg_tol=cg_tol, cg_maxiter=cg_maxiter,
+        device=device, dtype=dtype, block_rows=block_rows,
+        scheduler=None if scheduler == "threads" else scheduler, n_workers=workers,
+    )
+    fingerprint = {"data": os.path.abspath(data) if "://" not in data else data, "rows": dataset.n_rows,
+                   "features": dataset.n_features, "task": task, "params": est.get_params()}
+    state = load_checkpoint(ckpt, fingerprint) if resume else None
+    if not resume and ckpt.exists():
+        shutil.rmtree(ckpt)
+    progress = PassProgress(enabled=not as_json or sys.stderr.isatty())
+
+    def on_iteration(st: Any) -> None:
+        save_checkpoint(st, ckpt, fingerprint)
+        h = st.history[-1]
+        score = "-" if h.score is None else f"{(h.val_accuracy if task == 'classification' else h.val_mse ** 0.5):.4f}"
+        extra = "".join(f" {k}={v:.3g}" if isinstance(v, float) else f" {k}={v}" for k, v in h.solver.items())
+        click.echo(f"iteration {h.iter}/{iters}: val {'acc' if task == 'classification' else 'rmse'} {score}, {h.seconds:.1f}s{extra}", err=True)
+
+    click.echo(f"fitting {cls.__name__} on {dataset.n_rows:,} rows x {dataset.n_features} features ({data})", err=True)
+    t0 = time.perf_counter()
+    est.fit_dataset(dataset, state=state, on_iteration=on_iteration, progress=progress)
+    seconds = time.perf_counter() - t0
+    est.save(out_path, overwrite=overwrite, provenance={"data": fingerprint["data"], "rows": dataset.n_rows, "seconds": seconds})
+    shutil.rmtree(ckpt, ignore_errors=True)
+    summary = {"model": str(out_path), "task": task, "solver": est.solver_, "best_iter": est.best_iter_, "seconds": seconds, "history": est.history_}
+    if as_json:
+        click.echo(json.dumps(summary, default=float))
+    else:
+        click.echo(_history_table(est.history_, est.best_iter_, task == "classification"))
+        click.echo(f"chose iteration {est.best_iter_} ({est.solver_} solver); fit took {seconds:.1f}s; model written to {out_path}")
+
+
+def _engine(dtype: str, block_rows: int | None, device: str, scheduler: str, workers: int | None, memory_limit: str) -> Any:
+    from bigrfm.engine import Engine
+
+    return Engine(_config(dtype, block_rows, device, scheduler, workers, memory_limit))
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data", type=str)
+@click.option("--out", "out", required=True, type=click.Path(), help="Zarr group to write (y_pred, and proba with --proba).")
+@click.option("--proba", is_flag=True, help="Also write class probabilities (classifiers).")
+@click.option("--overwrite", is_flag=True)
+@_exec_options
+def predict(model_dir: str, data: str, out: str, proba: bool, overwrite: bool, dtype: str, block_rows: int | None,
+            device: str, scheduler: str, workers: int | None, memory_limit: str, x_name: str, y_name: str) -> None:
+    """Write predictions of the model in MODEL_DIR for the rows of DATA (streamed)."""
+    from bigrfm import load_model
+    from bigrfm.data import open_dataset
+    from bigrfm.inference import predict_dataset
+
+    est = load_model(model_dir)
+    dataset = open_dataset(data, x_name=x_name, y_name=y_name)
+    with _engine(dtype, block_rows, device, scheduler, workers, memory_limit) as engine:
+        predict_dataset(est, dataset, out, engine, proba=proba, overwrite=overwrite, progress=PassProgress())
+    click.echo(f"wrote predictions for {dataset.n_rows:,} rows to {out}")
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data", type=str)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--split", type=click.Choice(["data", "val"]), default="data", show_default=True, help="Evaluate X/y, or the stored X_val/y_val.")
+@_exec_options
+def evaluate(model_dir: str, data: str, as_json: bool, split: str, dtype: str, block_rows: int | None, device: str,
+             scheduler: str, workers: int | None, memory_limit: str, x_name: str, y_name: str) -> None:
+    """Accuracy (classifiers) or RMSE and R^2 (regressors) of MODEL_DIR on DATA."""
+    from bigrfm import load_model
+    from bigrfm.data import open_dataset
+    from bigrfm.inference import evaluate_dataset
+
+    est = load_model(model_dir)
+    dataset = open_dataset(data, x_name=x_name, y_name=y_name, require_y=True)
+    if split == "val":
+        dataset = dataset.validation()
+        if dataset is None:
+            raise InputError(f"{data} has no X_val/y_val to evaluate.")
+    with _engine(dtype, block_rows, device, scheduler, workers, memory_limit) as engine:
+        metrics = evaluate_dataset(est, dataset, engine, progress=PassProgress())
+    if as_json:
+        click.echo(json.dumps(metrics))
+    else:
+        click.echo("  ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()))
