@@ -82,6 +82,11 @@ class FalkonPreconditioner:
         w = scipy.linalg.solve_triangular(self.T, u, trans="T", lower=False)
         return scipy.linalg.solve_triangular(self.A, w, trans="T", lower=False)
 
+    def reg_term(self, beta: np.ndarray) -> np.ndarray:
+        """lambda A^-T A^-1 beta: the ridge part of the preconditioned operator."""
+        u = scipy.linalg.solve_triangular(self.A, beta, lower=False)
+        return self.lam * scipy.linalg.solve_triangular(self.A, u, trans="T", lower=False)
+
     def to_beta(self, alpha: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`apply` (beta = A T alpha), for warm starts."""
         return self.A @ (self.T @ alpha)
@@ -129,17 +134,22 @@ class NystromSolver:
         def operator(beta: np.ndarray) -> np.ndarray:
             u = pre.apply(beta)
             KtKv = data_pass(u)["KtKv"]
-            return pre.apply_t(KtKv / n) + lam * scipy.linalg.solve_triangular(pre.A, beta, trans="T", lower=False)
+            return pre.apply_t(KtKv / n) + pre.reg_term(beta)
 
         # Warm start: the previous iteration's alpha, in this iteration's CG coordinates.
         beta0 = None if warm is None else pre.to_beta(warm)
         first = data_pass(None if warm is None else pre.apply(beta0), with_rhs=True)
         B = pre.apply_t(first["KtY"] / n)  # (m, c)
+        tol = self.tol
         if beta0 is not None:
-            # fused: the warm start's residual comes from the same pass as the rhs
-            Ax0 = pre.apply_t(first["KtKv"] / n) + lam * scipy.linalg.solve_triangular(pre.A, beta0, trans="T", lower=False)
-            B = B - Ax0
-        res = cg(operator, B, tol=self.tol, maxiter=self.maxiter)
+            # fused: the warm start's residual comes from the same pass as the rhs.
+            # CG then solves for the correction; its tolerance is rescaled so the
+            # stopping rule stays relative to the original right-hand side.
+            R0 = B - (pre.apply_t(first["KtKv"] / n) + pre.reg_term(beta0))
+            ratio = np.linalg.norm(B, axis=0) / np.maximum(np.linalg.norm(R0, axis=0), np.finfo(float).tiny)
+            tol = min(self.tol * float(ratio.min()), 0.5)
+            B = R0
+        res = cg(operator, B, tol=tol, maxiter=self.maxiter)
         beta = res.x if beta0 is None else beta0 + res.x
         alpha = pre.apply(beta)
         if not np.all(np.isfinite(alpha)):

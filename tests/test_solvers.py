@@ -1,0 +1,110 @@
+"""Identities between the solvers: Nystrom with m = n is exact, PCG equals a dense solve, RFF approaches exact."""
+
+import numpy as np
+import pytest
+
+from bigrfm import RFMRegressor
+from bigrfm.backend import ExecConfig
+from bigrfm.data import ArrayDataset
+from bigrfm.engine import Engine
+from bigrfm.kernels import LaplaceKernel
+from bigrfm.prepare import Prepare
+from bigrfm.rfm import FitContext
+from bigrfm.solvers.exact import ExactSolver, kernel_matrix
+from bigrfm.solvers.nystrom import NystromSolver
+
+
+def make_data(n=120, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    Y = np.stack([X[:, 0] * X[:, 1], np.sin(X[:, 2])], axis=1) + 0.05 * rng.normal(size=(n, 2))
+    return X, Y
+
+
+def context(X, Y, centers, engine, block_rows=17):
+    return FitContext(
+        engine=engine,
+        train=ArrayDataset(X, Y),
+        prepare=Prepare(None, None, "float64"),
+        agop_prepare=Prepare(None, None, "float64"),
+        n_train=X.shape[0],
+        centers=centers,
+        center_targets=None,
+        X_val=None,
+        Y_val=None,
+        block_rows=block_rows,
+    )
+
+
+@pytest.fixture(scope="module")
+def engine():
+    with Engine(ExecConfig()) as e:
+        yield e
+
+
+def test_nystrom_with_all_rows_as_centers_equals_exact(engine):
+    X, Y = make_data()
+    kernel, M = LaplaceKernel(2.0), np.eye(4)
+    ctx = context(X, Y, X, engine)
+    ny, info, _ = NystromSolver(1e-3, tol=1e-12, maxiter=200).fit(kernel, M, ctx, None)
+    ex, _, _ = ExactSolver(1e-3).fit(kernel, M, FitContext(**{**ctx.__dict__, "center_targets": Y}), None)
+    X_test = make_data(30, seed=1)[0]
+    p_ny = kernel_matrix(kernel, M, X_test, X) @ ny.alpha
+    p_ex = kernel_matrix(kernel, M, X_test, X) @ ex.alpha
+    assert np.max(np.abs(p_ny - p_ex)) <= 1e-6 * np.max(np.abs(p_ex))
+
+
+def test_preconditioned_cg_equals_dense_nystrom_solve(engine):
+    X, Y = make_data(200)
+    Z = X[::5]
+    kernel, M, reg = LaplaceKernel(3.0), np.diag([1.0, 0.5, 0.2, 0.1]), 1e-2
+    ny, info, _ = NystromSolver(reg, tol=1e-12, maxiter=100).fit(kernel, M, context(X, Y, Z, engine), None)
+    Knm, Kmm = kernel_matrix(kernel, M, X, Z), kernel_matrix(kernel, M, Z, Z)
+    alpha = np.linalg.solve(Knm.T @ Knm + reg * Kmm, Knm.T @ Y)
+    np.testing.assert_allclose(Knm @ ny.alpha, Knm @ alpha, rtol=1e-6, atol=1e-8)
+    # Falkon's preconditioner makes the system well conditioned: few passes
+    assert info["cg_iters"] <= 30
+
+
+def test_warm_start_reaches_the_same_solution_in_fewer_passes(engine):
+    X, Y = make_data(200)
+    Z = X[::4]
+    kernel, M = LaplaceKernel(3.0), np.eye(4)
+    ctx = context(X, Y, Z, engine)
+    solver = NystromSolver(1e-3, tol=1e-9, maxiter=100)
+    cold, info_cold, alpha = solver.fit(kernel, M, ctx, None)
+    M2 = M * np.array([1.0, 0.99, 1.01, 1.0])
+    warm, info_warm, _ = solver.fit(kernel, M2, ctx, alpha)
+    ref, info_ref, _ = solver.fit(kernel, M2, ctx, None)
+    np.testing.assert_allclose(kernel_matrix(kernel, M2, X, Z) @ warm.alpha, kernel_matrix(kernel, M2, X, Z) @ ref.alpha, rtol=1e-5, atol=1e-7)
+    assert info_warm["cg_iters"] < info_ref["cg_iters"], (info_warm, info_ref)
+
+
+def test_rff_approaches_exact_as_features_grow():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    y = X[:, 0] * X[:, 1]
+    X_test = rng.normal(size=(100, 3))
+    common = dict(bandwidth=3.0, reg=1e-2, validation_fraction=0, random_state=0)
+    exact = RFMRegressor(solver="exact", iters=0, **common).fit(X, y).predict(X_test)
+    errors = []
+    for D in (100, 1000, 4000):
+        approx = RFMRegressor(solver="rff", iters=0, n_components=D, **common).fit(X, y).predict(X_test)
+        errors.append(np.sqrt(np.mean((approx - exact) ** 2)) / np.std(exact))
+    assert errors[0] > errors[1] > errors[2], errors
+    assert errors[2] < 0.15, errors
+    # with feature learning on, the learned metric points at the same coordinates
+    rff = RFMRegressor(solver="rff", iters=1, n_components=4000, **common).fit(X, y)
+    ex = RFMRegressor(solver="exact", iters=1, **common).fit(X, y)
+    assert set(np.argsort(np.diag(rff.M_))[-2:]) == set(np.argsort(np.diag(ex.M_))[-2:]) == {0, 1}
+
+
+def test_nystrom_estimator_close_to_exact_with_enough_centers():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 4))
+    y = X[:, 0] * X[:, 1] + 0.05 * rng.normal(size=600)
+    common = dict(iters=2, validation_fraction=0, random_state=0)
+    exact = RFMRegressor(solver="exact", **common).fit(X, y)
+    ny = RFMRegressor(solver="nystrom", n_centers=600, cg_tol=1e-10, cg_maxiter=200, **common).fit(X, y)
+    np.testing.assert_allclose(ny.M_, exact.M_, rtol=1e-4, atol=1e-6)
+    assert ny.solver_ == "nystrom" and ny.history_[0]["solver"]["cg_iters"] >= 1
