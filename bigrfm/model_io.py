@@ -211,8 +211,8 @@ def _predictor_arrays(pred: Any) -> dict:
     if pred is None:
         return {}
     if hasattr(pred, "rffmap"):
-        return {"kind": "rff", "M": pred.M, "omega": pred.rffmap.omega, "phase": pred.rffmap.phase, "weights": pred.w}
-    return {"kind": "kernel", "M": pred.M, "centers": pred.centers, "dual_coef": pred.alpha}
+        return {"kind": "rff", "omega": pred.rffmap.omega, "phase": pred.rffmap.phase, "weights": pred.w}
+    return {"kind": "kernel", "centers": pred.centers, "dual_coef": pred.alpha}
 
 
 def save_checkpoint(state: Any, path: str | os.PathLike, fingerprint: dict) -> None:

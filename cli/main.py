@@ -48,13 +48,28 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.setLevel(level)
+    if not debug:
+        # Dask's own INFO chatter (workers starting, keys cancelled) is noise for a user
+        handler.addFilter(lambda r: r.levelno >= logging.WARNING or not r.name.startswith(("distributed", "dask")))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
 
 
+from .demo import demo  # noqa: E402
 from .model_cmds import evaluate, fit, predict  # noqa: E402
 
-for _command in (fit, predict, evaluate):
+for _command in (fit, predict, evaluate, demo):
     cli.add_command(_command)
+
+
+from .data_cmds import convert, info  # noqa: E402  (commands register on the group above)
+
+cli.add_command(convert)
+cli.add_command(info)
 
 
 def main() -> None:

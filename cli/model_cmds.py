@@ -26,18 +26,22 @@ class PassProgress:
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
         self.passes = 0
-        self.t0 = time.perf_counter()
+        self.t_first = time.perf_counter()
+        self.rows_first = 0
         self.label = ""
 
     def __call__(self, done: int, total: int, rows: int) -> None:
         if not self.enabled:
             return
+        now = time.perf_counter()
         if done == 1:
             self.passes += 1
-            self.t0 = time.perf_counter()
-        dt = max(time.perf_counter() - self.t0, 1e-9)
-        eta = dt / done * (total - done)
-        line = f"  {self.label}pass {self.passes}: {done}/{total} blocks, {rows / dt:,.0f} rows/s, ETA {eta:.0f}s"
+            self.t_first, self.rows_first = now, rows
+        rate = (rows - self.rows_first) / (now - self.t_first) if done > 1 and now > self.t_first else None
+        eta = (now - self.t_first) / (done - 1) * (total - done) if done > 1 else None
+        line = f"  {self.label}pass {self.passes}: {done}/{total} blocks"
+        if rate is not None:
+            line += f", {rate:,.0f} rows/s, ETA {eta:.0f}s"
         if self.tty:
             click.echo("\r" + line.ljust(78), err=True, nl=done == total)
         elif done == total:
@@ -211,7 +215,7 @@ def predict(model_dir: str, data: str, out: str, proba: bool, overwrite: bool, d
 @click.option("--split", type=click.Choice(["data", "val"]), default="data", show_default=True, help="Evaluate X/y, or the stored X_val/y_val.")
 @_exec_options
 def evaluate(model_dir: str, data: str, as_json: bool, split: str, dtype: str, block_rows: int | None, device: str,
-             scheduler: str, workers: int | None, memory_limit: str, x_name: str, y_name: str) -> None:
+             scheduler: str, workers: int | None, memory_limit: str, x_name: str, y_name: str) -> dict:
     """Accuracy (classifiers) or RMSE and R^2 (regressors) of MODEL_DIR on DATA."""
     from bigrfm import load_model
     from bigrfm.data import open_dataset
@@ -229,3 +233,4 @@ def evaluate(model_dir: str, data: str, as_json: bool, split: str, dtype: str, b
         click.echo(json.dumps(metrics))
     else:
         click.echo("  ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()))
+    return metrics
