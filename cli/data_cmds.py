@@ -22,11 +22,10 @@ __all__ = ["convert", "info"]
 def _size(n: int | None) -> str:
     if n is None:
         return "unknown"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+    units, x, i = ("B", "KiB", "MiB", "GiB", "TiB"), float(n), 0
+    while x >= 1024 and i < len(units) - 1:
+        x, i = x / 1024, i + 1
+    return f"{n} B" if i == 0 else f"{x:.1f} {units[i]}"
 
 
 @click.command("convert")

@@ -412,3 +412,12 @@ def test_overwrite_never_replaces_a_non_zarr_folder(tmp_path):
     with pytest.raises(InputError, match="not a Zarr store"):
         data.create_dataset(precious, 2, overwrite=True)
     assert (precious / "thesis.tex").exists()
+
+
+def test_small_dataset_gets_a_chunk_of_its_own_size(tmp_path, rng):
+    # a stored chunk takes its full size on disk: 10 rows must not cost 8 MiB
+    w = data.create_dataset(tmp_path / "s.zarr", 3)
+    w.append(rng.normal(size=(10, 3)), np.arange(10))
+    ds = w.close()
+    assert ds.chunk_rows == 10
+    assert data.describe(ds)["bytes_on_disk"] < 10_000
