@@ -30,6 +30,7 @@ import numpy as np
 import zarr
 
 from . import __version__
+from .data import _as_labels as as_labels
 from .exceptions import InputError, ModelFormatError
 from .kernels import KERNELS, make_kernel
 from .predictors import KernelPredictor
@@ -199,7 +200,7 @@ def load_model(path: str | os.PathLike) -> Any:
     if meta.get("feature_names"):
         est.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
     if meta["estimator"] == "RFMClassifier":
-        est.classes_ = _read(g, "classes")
+        est.classes_ = as_labels(_read(g, "classes"))
     est.model_metadata_ = meta
     return est
 

@@ -1,0 +1,139 @@
+"""The command line end to end: fit, predict, evaluate, exit codes, resume after a crash."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from bigrfm import RFMRegressor, load_model
+from bigrfm.data import create_dataset
+from bigrfm_cli.main import cli
+
+BIGRFM = [sys.executable, "-m", "bigrfm_cli.main"]
+
+
+def write(path, X, y, Xv=None, yv=None, dtype="float64"):
+    with create_dataset(path, X.shape[1], dtype=dtype, feature_names=[f"f{i}" for i in range(X.shape[1])]) as w:
+        w.append(X, y)
+        if Xv is not None:
+            w.append(Xv, yv, validation=True)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def regression(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(700, 5))
+    y = X[:, 0] * X[:, 1] + 0.1 * rng.normal(size=700)
+    d = tmp_path_factory.mktemp("reg")
+    return write(d / "train.zarr", X[:500], y[:500], X[500:600], y[500:600]), write(d / "test.zarr", X[600:], y[600:]), X, y
+
+
+@pytest.fixture(scope="module")
+def classification(tmp_path_factory):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 3))
+    y = np.where(X[:, 0] + X[:, 1] > 0, "up", "down")
+    d = tmp_path_factory.mktemp("cls")
+    return write(d / "train.zarr", X[:300], y[:300]), write(d / "test.zarr", X[300:], y[300:]), X, y
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def test_fit_predict_evaluate_regression(tmp_path, regression):
+    train, test, X, y = regression
+    r = run("fit", train, "--out", tmp_path / "m", "--iters", 2, "--scheduler", "threads", "--block-rows", 128, "--dtype", "float64")
+    assert r.exit_code == 0, r.output
+    assert "chose iteration" in r.output and "val rmse" in r.output
+    model = load_model(tmp_path / "m")
+    assert list(model.feature_names_in_) == [f"f{i}" for i in range(5)]
+    assert len(model.history_) == 3 and model.model_metadata_["provenance"]["rows"] == 500
+    r = run("predict", tmp_path / "m", test, "--out", tmp_path / "p.zarr", "--scheduler", "threads", "--block-rows", 33)
+    assert r.exit_code == 0, r.output
+    pred = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")["y_pred"][:]
+    np.testing.assert_allclose(pred, model.predict(X[600:]), rtol=1e-10)
+    r = run("evaluate", tmp_path / "m", test, "--json", "--scheduler", "threads")
+    metrics = json.loads(r.output.strip().splitlines()[-1])
+    rmse = float(np.sqrt(np.mean((model.predict(X[600:]) - y[600:]) ** 2)))
+    assert metrics["rows"] == 100 and metrics["rmse"] == pytest.approx(rmse, rel=1e-9)
+    assert metrics["r2"] > 0.5
+
+
+def test_fit_on_local_cluster_classification_with_proba(tmp_path, classification):
+    train, test, X, y = classification
+    r = run("fit", train, "--out", tmp_path / "c", "--iters", 1, "--workers", 2, "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["task"] == "classification" and summary["solver"] == "exact"
+    r = run("predict", tmp_path / "c", test, "--out", tmp_path / "p.zarr", "--proba", "--scheduler", "threads")
+    assert r.exit_code == 0, r.output
+    g = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")
+    labels = np.array(g["y_pred"][:].tolist(), dtype=str)
+    proba = g["proba"][:]
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert np.mean(labels == y[300:]) > 0.9
+    r = run("evaluate", tmp_path / "c", test, "--scheduler", "threads")
+    assert "accuracy" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["fit", "missing.zarr", "--out", "m"], "Error:"),
+        (["evaluate", ".", "missing.zarr"], "Error:"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
+    r = subprocess.run(BIGRFM + args, cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_existing_model_folder_is_not_overwritten(tmp_path, regression):
+    train = regression[0]
+    (tmp_path / "m").mkdir()
+    r = subprocess.run(BIGRFM + ["fit", train, "--out", str(tmp_path / "m"), "--scheduler", "threads"], capture_output=True, text=True)
+    assert r.returncode == 2 and "already exists; pass --overwrite" in r.stderr
+
+
+def test_resume_after_kill_reaches_the_same_model(tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(4000, 6))
+    y = X[:, 0] * X[:, 1] + 0.1 * rng.normal(size=4000)
+    data = write(tmp_path / "d.zarr", X, y)
+    args = ["fit", data, "--iters", "3", "--solver", "nystrom", "--centers", "300", "--scheduler", "threads",
+            "--block-rows", "500", "--dtype", "float64", "--seed", "7"]
+    ref = subprocess.run(BIGRFM + args + ["--out", str(tmp_path / "ref")], capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+
+    out = tmp_path / "m"
+    ckpt = Path(f"{out}.checkpoint") / "checkpoint.json"
+    proc = subprocess.Popen(BIGRFM + args + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if ckpt.exists() and json.loads(ckpt.read_text())["t"] >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the fit finished before it could be killed"
+    assert json.loads(ckpt.read_text())["t"] < 4
+
+    r = subprocess.run(BIGRFM + args + ["--out", str(out), "--resume"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a, b = load_model(tmp_path / "ref"), load_model(out)
+    assert a.best_iter_ == b.best_iter_
+    np.testing.assert_allclose(b.M_, a.M_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.predict(X[:100]), a.predict(X[:100]), rtol=1e-9, atol=1e-12)
+    assert not Path(f"{out}.checkpoint").exists()
