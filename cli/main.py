@@ -71,6 +71,10 @@ from .data_cmds import convert, info  # noqa: E402  (commands register on the gr
 cli.add_command(convert)
 cli.add_command(info)
 
+from .features_cmd import features  # noqa: E402
+
+cli.add_command(features)
+
 
 def main() -> None:
     cli()
