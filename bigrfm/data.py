@@ -16,6 +16,7 @@ and read back as fixed-width numpy unicode arrays.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -855,9 +856,10 @@ class DatasetWriter:
         return open_dataset(self.path, *self._names)
 
     def abort(self) -> None:
-        """Drop everything written; the output path is left as it was."""
+        """Drop everything written; the output path is left as it was. Harmless after close."""
         self.closed = True
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if os.path.isdir(self.tmp):
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -997,6 +999,8 @@ def create_dataset(
 # copy, through temporary buckets first.
 
 _READ_ROWS = 65_536  # rows per block read from a source
+_BUCKET_BYTES = 256 * 2**20  # wanted size of one shuffle bucket (the peak memory of pass 2)
+_MAX_BUCKETS = 256  # bounds the write buffers of pass 1 (one small chunk per bucket)
 _SOURCE_KINDS = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz": "npz"}
 
 
@@ -1177,8 +1181,10 @@ def _plan_table(table: _Table, target: str | None, features: list[str] | None, o
 
 def _table_rows(table: _Table, enc: _Encoder) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
     text = frozenset(enc.categories) | ({enc.target} if enc.text_target else set())
+    # CSV parses every column anyway (a ragged line must fail); Parquet reads only these
+    columns = [*enc.features, *([enc.target] if enc.target is not None else [])]
     start = 0
-    for df in table.blocks(text_columns=text):
+    for df in table.blocks(columns=columns, text_columns=text):
         X, y = enc.encode(df, start, table.src)
         yield start, X, y
         start += len(df)
@@ -1215,23 +1221,18 @@ def _npz_member(zf: Any, name: str, rows: int) -> tuple[tuple[int, ...], np.dtyp
 
 
 def _array_rows(
-    src: str, kind: str, rows: int, target: str | int | None, features: list[str] | None
-) -> tuple[Iterator[tuple[int, np.ndarray, np.ndarray | None]], int, int, Any]:
-    """Row blocks of an .npy (columns of one 2-D array) or an .npz (arrays X and y).
-
-    Returns (blocks, n_rows, n_columns_out, closer).
-    """
-    import zipfile  # noqa: PLC0415
-
+    src: str, zf: Any, rows: int, target: str | int | None, features: list[str] | None
+) -> tuple[Iterator[tuple[int, np.ndarray, np.ndarray | None]], int, list[int]]:
+    """Row blocks of an .npy (columns of one 2-D array; ``zf`` None) or of the .npz
+    open as ``zf`` (arrays X and optionally y). Returns (blocks, n_rows, source columns)."""
+    kind = "npy" if zf is None else "npz"
     y_blocks: Iterator[np.ndarray] | None = None
-    closer: Any = None
     try:
-        if kind == "npy":
+        if zf is None:
             arr = np.load(src, mmap_mode="r")
             x_shape, x_dtype = arr.shape, arr.dtype
             x_blocks = (arr[lo:hi] for lo, hi in row_blocks(arr.shape[0], rows))
         else:
-            zf = closer = zipfile.ZipFile(src)
             members = [m[:-4] for m in zf.namelist() if m.endswith(".npy")]
             if "X" not in members:
                 raise DataError(f"{src} has no array 'X' (arrays: {members}); save it with np.savez(path, X=X, y=y).")
@@ -1243,12 +1244,8 @@ def _array_rows(
                 if y_shape[0] != x_shape[0] or len(y_shape) > 2:
                     raise DataError(f"Array 'y' of {src} has shape {y_shape}; it needs one target per row of X {x_shape}.")
     except (DataError, InputError):
-        if closer is not None:
-            closer.close()
         raise
-    except Exception as exc:
-        if closer is not None:
-            closer.close()
+    except Exception as exc:  # numpy raises ValueError/OSError/... for files it cannot parse
         raise DataError(f"Cannot read {src} as {kind}: {exc}.") from exc
     if len(x_shape) != 2:
         raise DataError(f"The array in {src} has shape {x_shape}; it must be 2-D (rows, columns).")
@@ -1270,11 +1267,11 @@ def _array_rows(
         cols = [j for j in range(width) if j != t_idx]
     else:
         try:
-            cols = [int(c) for c in features]
+            cols = [int(c) % width if -width <= int(c) < width else int(c) for c in features]
         except ValueError:
             raise InputError(f"--features for {kind} files are column indices; got {features}.") from None
-        if any(not -width <= c < width for c in cols):
-            raise InputError(f"--features {cols} go past the {width} columns of {src}.")
+        if any(not 0 <= c < width for c in cols):
+            raise InputError(f"--features {features} go past the {width} columns of {src}.")
     if not cols:
         raise DataError(f"{src} has no feature column besides the target.")
 
@@ -1287,7 +1284,7 @@ def _array_rows(
             yield start, np.asarray(Xb[:, cols], dtype=np.float64), yb
             start += Xb.shape[0]
 
-    return gen(), int(n), len(cols), closer
+    return gen(), int(n), cols
 
 
 def _first_nonfinite(A: np.ndarray) -> tuple[np.ndarray, int]:
@@ -1337,7 +1334,7 @@ class _Buckets:
             writer.append(X[perm], None if y is None else y[perm], validation=key[0])
 
 
-def _estimate_bytes(src: str, kind: str, n_rows: int | None, d: int, itemsize: int) -> int:
+def _estimate_bytes(src: str, n_rows: int | None, d: int, itemsize: int) -> int:
     """Size of the converted data, to choose the number of shuffle buckets."""
     if n_rows is not None:
         return n_rows * d * itemsize
@@ -1447,73 +1444,93 @@ def convert(
         raise DataError(f"{src} is empty; nothing to convert.")
     names = _parse_names(features)
 
-    closer = None
-    attrs: dict[str, Any] = {"source": os.path.basename(src)}
-    if kind in ("csv", "parquet"):
-        table = _Table(src, kind, read_rows)
-        enc = _plan_table(table, None if target is None else str(target), names, one_hot)
-        blocks, n_hint, feature_names = _table_rows(table, enc), table.n_rows_hint, enc.feature_names
-        if enc.categories:
-            attrs["one_hot_categories"] = {c: list(v) for c, v in enc.categories.items()}
-        column_names = feature_names
-    else:
-        blocks, n_hint, d, closer = _array_rows(src, kind, read_rows, target, names)
+    with contextlib.ExitStack() as stack:
+        attrs: dict[str, Any] = {"source": os.path.basename(src)}
+        if target is not None:
+            attrs["target"] = str(target)
         feature_names = None
-        column_names = tuple(f"column {j}" for j in range(d))
-    if target is not None:
-        attrs["target"] = str(target)
-    d = len(column_names)
+        if kind in ("csv", "parquet"):
+            table = _Table(src, kind, read_rows)
+            enc = _plan_table(table, None if target is None else str(target), names, one_hot)
+            blocks, n_hint, feature_names = _table_rows(table, enc), table.n_rows_hint, enc.feature_names
+            column_names = feature_names
+            if enc.categories:
+                attrs["one_hot_categories"] = {c: list(v) for c, v in enc.categories.items()}
+        else:
+            zf = None if kind == "npy" else stack.enter_context(_open_zip(src))
+            blocks, n_hint, cols = _array_rows(src, zf, read_rows, target, names)
+            column_names = tuple(f"column {j}" for j in cols)
+        d = len(column_names)
 
-    rng_val, rng_bucket, rng_perm = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-    writer = create_dataset(
-        out, d, dtype=dtype, chunk_rows=chunk_rows, compressor=compressor, feature_names=feature_names,
-        overwrite=overwrite, x_name=x_name, y_name=y_name, attrs=attrs,
-    )  # fmt: skip
-    scratch = None
-    try:
+        rng_val, rng_bucket, rng_perm = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+        writer = create_dataset(
+            out, d, dtype=dtype, chunk_rows=chunk_rows, compressor=compressor, feature_names=feature_names,
+            overwrite=overwrite, x_name=x_name, y_name=y_name, attrs=attrs,
+        )  # fmt: skip
+        stack.callback(writer.abort)  # no-op once closed; removes the temporary folder on any error
         sink: Any = writer
         if shuffle:
-            k = shuffle_buckets or int(np.clip(-(-_estimate_bytes(src, kind, n_hint, d, np.dtype(dtype).itemsize) // 2**28), 1, 256))
+            est = _estimate_bytes(src, n_hint, d, np.dtype(dtype).itemsize)
+            k = shuffle_buckets or int(np.clip(-(-est // _BUCKET_BYTES), 1, _MAX_BUCKETS))
             scratch = f"{writer.tmp}-buckets"
+            stack.callback(shutil.rmtree, scratch, ignore_errors=True)
             sink = _Buckets(scratch, k, d, dtype, rng_bucket)
-        n_read = n_dropped = 0
-        for start, X, y in blocks:
-            n_read += X.shape[0]
-            bad, col = _first_nonfinite(X if y is None or y.dtype.kind != "f" else np.column_stack([X, y]))
-            if bad.size and drop_nonfinite:
-                keep = np.ones(X.shape[0], bool)
-                keep[bad] = False
-                X, y = X[keep], None if y is None else y[keep]
-                n_dropped += bad.size
-            elif bad.size:
-                what = f"Column {column_names[col]!r}" if col < d else f"The target column {target!r}"
-                raise DataError(
-                    f"{what} of {src} holds NaN, inf or an empty value in row {start + int(bad[0])} "
-                    f"(0-based, header not counted; {bad.size} such row(s) in rows {start}–{start + X.shape[0]}). "
-                    "Clean the file, or drop these rows with --drop-nonfinite."
-                )
-            if val_fraction > 0:
-                to_val = rng_val.random(X.shape[0]) < val_fraction
-                sink.append(X[~to_val], None if y is None else y[~to_val])
-                if to_val.any():
-                    sink.append(X[to_val], None if y is None else y[to_val], validation=True)
-            else:
-                sink.append(X, y)
+        n_read, n_kept = _copy_rows(blocks, sink, src, column_names, target, val_fraction, drop_nonfinite, rng_val)
         if shuffle:
             sink.drain(writer, rng_perm)
-        if n_dropped:
-            log.warning("convert: dropped %d of %d rows holding NaN/inf or empty values", n_dropped, n_read)
+        if n_kept < n_read:
+            log.warning("convert: dropped %d of %d rows holding NaN/inf or empty values", n_read - n_kept, n_read)
         ds = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-        if closer is not None:
-            closer.close()
     log.info("convert: wrote %s (%d rows x %d features)", out, ds.n_rows, ds.n_features)
     return ds
+
+
+def _open_zip(src: str) -> Any:
+    import zipfile  # noqa: PLC0415
+
+    try:
+        return zipfile.ZipFile(src)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DataError(f"Cannot read {src} as npz: {exc}.") from exc
+
+
+def _copy_rows(
+    blocks: Iterator[tuple[int, np.ndarray, np.ndarray | None]],
+    sink: Any,
+    src: str,
+    column_names: Sequence[str],
+    target: str | int | None,
+    val_fraction: float,
+    drop_nonfinite: bool,
+    rng_val: np.random.Generator,
+) -> tuple[int, int]:
+    """Check, split and append every source block; returns (rows read, rows kept)."""
+    d = len(column_names)
+    n_read = n_kept = 0
+    for start, X, y in blocks:
+        n_read += X.shape[0]
+        bad, col = _first_nonfinite(X if y is None or y.dtype.kind != "f" else np.column_stack([X, y]))
+        if bad.size and not drop_nonfinite:
+            what = f"Column {column_names[col]!r}" if col < d else f"The target column {target!r}"
+            raise DataError(
+                f"{what} of {src} holds NaN, inf or an empty value in row {start + int(bad[0])} "
+                f"(0-based, header not counted; {bad.size} such row(s) in rows {start}–{start + X.shape[0]}). "
+                "Clean the file, or drop these rows with --drop-nonfinite."
+            )
+        if bad.size:
+            keep = np.ones(X.shape[0], bool)
+            keep[bad] = False
+            X, y = X[keep], None if y is None else y[keep]
+        n_kept += X.shape[0]
+        if val_fraction > 0:
+            # each row independently: a streaming split needs no row count
+            to_val = rng_val.random(X.shape[0]) < val_fraction
+            sink.append(X[~to_val], None if y is None else y[~to_val])
+            if to_val.any():
+                sink.append(X[to_val], None if y is None else y[to_val], validation=True)
+        else:
+            sink.append(X, y)
+    return n_read, n_kept
 
 
 # -- describing a dataset ----------------------------------------------------------------------

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 from click.testing import CliRunner
 
-from bigrfm import data
 from bigrfm.data import convert, open_dataset
 from bigrfm.exceptions import DataError, InputError
 from bigrfm_cli.main import cli
@@ -163,8 +162,6 @@ def test_one_hot_finds_categories_across_blocks(tmp_path):
     np.testing.assert_array_equal(X[:, 0], np.arange(10.0))
     np.testing.assert_array_equal(X[:, 1], [0] * 8 + [1, 0])
     np.testing.assert_array_equal(X[:, 2], [1] * 8 + [0, 0])  # a missing value sets no column
-    import zarr
-
     assert zarr.open_group(str(tmp_path / "d.zarr"), mode="r").attrs["one_hot_categories"] == {"color": ["blue", "red"]}
 
 
@@ -227,6 +224,8 @@ def test_bad_npy_inputs(tmp_path):
     np.save(tmp_path / "n.npy", np.array([[1.0, 2.0], [np.nan, 1.0]]))
     with pytest.raises(DataError, match="'column 0' .* row 1 "):
         convert(tmp_path / "n.npy", tmp_path / "o.zarr", target=1)
+    with pytest.raises(DataError, match="'column 0' .* row 1 "):  # source column numbers
+        convert(tmp_path / "n.npy", tmp_path / "o.zarr", features=["1", "0"])
     with pytest.raises(InputError, match="column index"):
         convert(tmp_path / "n.npy", tmp_path / "o.zarr", target="label")
     np.savez(tmp_path / "z.npz", X=np.zeros((3, 2)), y=np.zeros(3))
