@@ -76,25 +76,34 @@ def _sq_norms(A: Any) -> Any:
 
 
 def sq_distances(Xt: Any, Zt: Any, zsq: Any = None) -> Any:
-    """Squared distances |x~ - z~|^2 between mapped rows, shape (b, m).
+    """Squared distances |x~ - z~|^2 between mapped rows, shape (b, m), in Xt's dtype.
 
-    Computed as |x|^2 + |z|^2 - 2 x.z (one GEMM), then clamped at 0. Values
-    below the rounding level of that cancellation, 16 eps (|x|^2 + |z|^2), are
-    set to exactly 0: such pairs are duplicates as far as the arithmetic can
-    tell, so a point against itself gets k = phi(0) and, for kernels singular
-    at 0, a zero gradient weight, in float32 as in float64.
+    Computed as |x|^2 + |z|^2 - 2 x.z by ONE GEMM on rows augmented with their
+    norms ([x, 1, s|x|^2] . [-2z, s|z|^2, 1]), then clamped at 0. The norms
+    are shrunk by s = 1 - 16 eps, so that pairs closer than the rounding level
+    of that cancellation (16 eps (|x|^2 + |z|^2)) clamp to exactly 0: such
+    pairs are duplicates as far as the arithmetic can tell, and a point
+    against itself gets k = phi(0) and, for kernels singular at 0, a zero
+    gradient weight, in float32 as in float64. Every other distance moves by
+    less than its own rounding error.
     """
     xp = array_module(Xt)
-    xsq = _sq_norms(Xt)
+    dtype = Xt.dtype
+    shrink = 1.0 - 16 * float(np.finfo(dtype).eps)
     if zsq is None:
         zsq = _sq_norms(Zt)
-    D2 = Xt @ Zt.T  # (b, m) cross term: the one GEMM
-    D2 *= -2.0
-    D2 += xsq[:, None]
-    D2 += zsq[None, :]
-    tol2 = xsq[:, None] + zsq[None, :]  # (b, m)
-    tol2 *= 16 * float(np.finfo(D2.dtype).eps)
-    D2[D2 <= tol2] = 0.0
+    b, m = Xt.shape[0], Zt.shape[0]
+    Xa = xp.empty((b, Xt.shape[1] + 2), dtype=dtype)  # (b, r + 2)
+    Xa[:, :-2] = Xt
+    Xa[:, -2] = 1.0
+    Xa[:, -1] = _sq_norms(Xt) * shrink
+    Za = xp.empty((m, Xt.shape[1] + 2), dtype=dtype)  # (m, r + 2)
+    Za[:, :-2] = Zt
+    Za[:, :-2] *= -2.0
+    Za[:, -2] = zsq * shrink
+    Za[:, -1] = 1.0
+    D2 = Xa @ Za.T  # (b, m): the one GEMM
+    xp.maximum(D2, 0.0, out=D2)
     return D2
 
 
@@ -167,6 +176,13 @@ class LaplaceKernel(Kernel):
         xp = array_module(r)
         return xp.exp(r * (-1.0 / self.bandwidth))
 
+    def phi_sq(self, D2: Any) -> Any:
+        # in place: sqrt, scale, exp over the (b, m) block without temporaries
+        xp = array_module(D2)
+        xp.sqrt(D2, out=D2)
+        D2 *= -1.0 / self.bandwidth
+        return xp.exp(D2, out=D2)
+
     def dphi_over_r(self, r: Any, phi_r: Any) -> Any:
         return -phi_r / (self.bandwidth * r)
 
@@ -184,7 +200,8 @@ class GaussianKernel(Kernel):
 
     def phi_sq(self, D2: Any) -> Any:
         xp = array_module(D2)
-        return xp.exp(D2 * (-0.5 / self.bandwidth**2))
+        D2 *= -0.5 / self.bandwidth**2
+        return xp.exp(D2, out=D2)
 
     def dphi_over_r(self, r: Any, phi_r: Any) -> Any:
         return phi_r * (-1.0 / self.bandwidth**2)
