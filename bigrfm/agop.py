@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import REDUCE_DTYPE, array_module, to_numpy
+from .backend import REDUCE_DTYPE, array_module, row_tiles, to_numpy
 from .kernels import Kernel
 
 __all__ = ["AgopSums", "kernel_agop_block", "agop_from_sums", "normalize_metric"]
@@ -82,20 +82,21 @@ def kernel_agop_block(
     """
     xp = array_module(X)
     Xt = X * S if S.ndim == 1 else X @ S  # (b, r)
-    _, W = kernel.block_and_weights(Xt, Zt, zsq)  # (b, m)
     d = Z.shape[1]
     c = alpha.shape[1]
-    Wa = W @ alpha  # (b, c)
     gram = xp.zeros(d if diag else (d, d), dtype=REDUCE_DTYPE)
     hsum = xp.zeros((c, d), dtype=REDUCE_DTYPE)
-    # One output at a time keeps the temporaries at (m, d) and (b, d) instead
-    # of (m, c*d); the flops are the same.
-    for k in range(c):
-        H = Wa[:, k : k + 1] * X - W @ (alpha[:, k : k + 1] * Z)  # (b, d)
-        # the (b x d)^T (b x d) product runs in the block dtype; sums across
-        # blocks are float64
-        gram += (xp.einsum("ij,ij->j", H, H) if diag else H.T @ H).astype(REDUCE_DTYPE)
-        hsum[k] = H.sum(axis=0, dtype=REDUCE_DTYPE)
+    # Row tiles bound the (tile, m) kernel weights; one output at a time keeps
+    # the other temporaries at (m, d) and (tile, d) instead of (m, c*d).
+    for t in row_tiles(X.shape[0], Z.shape[0], X.dtype.itemsize):
+        _, W = kernel.block_and_weights(Xt[t], Zt, zsq)  # (tile, m)
+        Wa = W @ alpha  # (tile, c)
+        for k in range(c):
+            H = Wa[:, k : k + 1] * X[t] - W @ (alpha[:, k : k + 1] * Z)  # (tile, d)
+            # the (tile x d)^T (tile x d) product runs in the block dtype; sums
+            # across tiles and blocks are float64
+            gram += (xp.einsum("ij,ij->j", H, H) if diag else H.T @ H).astype(REDUCE_DTYPE)
+            hsum[k] += H.sum(axis=0, dtype=REDUCE_DTYPE)
     return AgopSums(to_numpy(gram), to_numpy(hsum), int(X.shape[0]))
 
 

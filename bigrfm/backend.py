@@ -9,6 +9,7 @@ imports CuPy; CuPy is imported on first use of ``device="cuda"``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from types import ModuleType
 from typing import Any
 
@@ -24,8 +25,14 @@ __all__ = [
     "to_numpy",
     "array_module",
     "jitter",
+    "row_tiles",
     "REDUCE_DTYPE",
+    "TILE_BYTES",
 ]
+
+#: Bytes of one (rows x m) kernel tile inside a block function: big enough for
+#: GEMM efficiency, small enough that a worker holds a few of them.
+TILE_BYTES = 16 * 2**20
 
 #: dtype of every small (m x m, d x d, m x c) reduction and factorization.
 REDUCE_DTYPE = np.float64
@@ -68,7 +75,7 @@ class ExecConfig:
     device: str = "cpu"
     dtype: str = "float64"
     block_rows: int | None = None
-    block_bytes: int = 32 * 2**20
+    block_bytes: int = 16 * 2**20
     scheduler: str | None = None
     n_workers: int | None = None
     threads_per_worker: int = 1
@@ -95,12 +102,22 @@ class ExecConfig:
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
 
-    def rows_per_block(self, n_features: int, extra_per_row: int = 0) -> int:
-        """Rows of one block: ``block_rows`` or ``block_bytes`` worth of X (plus extra columns)."""
+    def rows_per_block(self, n_features: int, chunk_rows: int | None = None, n_rows: int | None = None) -> int:
+        """Rows of one block (one task) of a pass.
+
+        ``block_rows`` when set; otherwise about ``block_bytes`` of X, rounded to
+        whole stored chunks (``chunk_rows``) so no chunk is read by two tasks,
+        and small enough that ``n_rows`` make at least two blocks per worker.
+        """
         if self.block_rows is not None:
             return int(self.block_rows)
-        row_bytes = (n_features + extra_per_row) * self.np_dtype.itemsize
-        return max(256, int(self.block_bytes // max(row_bytes, 1)))
+        rows = max(256, int(self.block_bytes // max(n_features * self.np_dtype.itemsize, 1)))
+        if chunk_rows:
+            rows = chunk_rows * max(1, round(rows / chunk_rows)) if rows >= chunk_rows else chunk_rows // max(1, chunk_rows // rows)
+        if n_rows:
+            workers = self.n_workers or os.cpu_count() or 1
+            rows = min(rows, max(256, -(-n_rows // (2 * workers))))
+        return rows
 
 
 def _cupy() -> ModuleType | None:
@@ -171,3 +188,13 @@ def jitter(a: Any, dtype: Any) -> float:
     xp = array_module(a)
     eps = float(np.finfo(np.dtype(dtype)).eps)
     return eps * max(float(xp.trace(a)), float(np.finfo(np.float64).tiny))
+
+
+def row_tiles(n_rows: int, width: int, itemsize: int, budget: int = TILE_BYTES) -> list[slice]:
+    """Row slices of a block such that one (rows x width) tile takes about ``budget`` bytes.
+
+    Block functions loop over these tiles so the kernel matrix of a block is
+    never materialized whole: memory per worker is O(tile), not O(block x m).
+    """
+    step = max(64, int(budget // max(width * itemsize, 1)))
+    return [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]

@@ -75,6 +75,10 @@ def evaluate_block(X: np.ndarray, y: np.ndarray, *, output: OutputMap, predict_f
     return {"n": yt.shape[0], "sse": (err**2).sum(axis=0), "sy": yt.sum(axis=0), "syy": (yt**2).sum(axis=0)}
 
 
+def _block_rows(engine: Any, dataset: Any) -> int:
+    return engine.config.rows_per_block(dataset.n_features, getattr(dataset, "chunk_rows", None), dataset.n_rows)
+
+
 def _check_features(est: Any, dataset: Any) -> None:
     if dataset.n_features != est.n_features_in_:
         raise InputError(
@@ -90,7 +94,7 @@ def predict_dataset(est: Any, dataset: Any, out: str | Path, engine: Any, *, pro
         raise InputError("--proba is only for classifiers; this model is a regressor.")
     output = OutputMap.of(est)
     n = dataset.n_rows
-    block_rows = engine.config.rows_per_block(dataset.n_features)
+    block_rows = _block_rows(engine, dataset)
     with atomic_folder(out, overwrite) as tmp:
         g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         c = est.dual_coef_.shape[1]
@@ -125,7 +129,7 @@ def evaluate_dataset(est: Any, dataset: Any, engine: Any, *, progress: Any = Non
         dataset,
         broadcast={**est.predictor_.broadcast(np, est.dtype), "predict_fn": est.predictor_.predict_fn, "output": output},
         prepare=_prepare_of(est),
-        block_rows=engine.config.rows_per_block(dataset.n_features),
+        block_rows=_block_rows(engine, dataset),
         progress=progress,
     )
     n = sums["n"]

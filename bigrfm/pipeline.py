@@ -201,6 +201,7 @@ def fit_dataset(
         Resume the loop from this state.
     """
     n, d = dataset.n_rows, dataset.n_features
+    block_rows = config.rows_per_block(d, getattr(dataset, "chunk_rows", None), n)
     seeds = np.random.SeedSequence(settings.seed).spawn(4)
     rng_val, rng_centers, rng_agop, rng_solver = (np.random.default_rng(s) for s in seeds)
 
@@ -238,7 +239,7 @@ def fit_dataset(
             "classification": params.classification,
             "source": getattr(dataset, "path", None),
         },
-        block_rows=config.rows_per_block(d),
+        block_rows=block_rows,
         with_range=True,
         progress=progress,
     )
@@ -292,7 +293,7 @@ def fit_dataset(
         center_targets=center_targets,
         X_val=X_val,
         Y_val=Y_val,
-        block_rows=config.rows_per_block(d),
+        block_rows=block_rows,
         dtype=config.dtype,
         progress=progress,
     )

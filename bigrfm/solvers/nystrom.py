@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from ..backend import REDUCE_DTYPE, array_module, jitter, to_numpy
+from ..backend import REDUCE_DTYPE, array_module, jitter, row_tiles, to_numpy
 from ..exceptions import SolverError
 from ..kernels import Kernel, apply_metric
 from ..predictors import KernelPredictor
@@ -33,14 +33,30 @@ __all__ = ["FalkonPreconditioner", "NystromSolver", "gram_matvec_block"]
 def gram_matvec_block(
     X: Any, Y: Any = None, *, kernel: Kernel, S: Any, Zt: Any, zsq: Any, v: Any = None, with_rhs: bool = False, **_: Any
 ) -> dict:
-    """One block's share of K_nm^T (K_nm v) (m x c) and, with ``with_rhs``, of K_nm^T Y; float64."""
-    K = kernel.block(apply_metric(X, S), Zt, zsq)  # (b, m): the only kernel block of this pass
+    """One block's share of K_nm^T (K_nm v) (m x c) and, with ``with_rhs``, of K_nm^T Y; float64.
+
+    The block is processed in row tiles: each kernel tile is computed once and
+    used for both products (and the right-hand side).
+    """
+    xp = array_module(X)
+    m = Zt.shape[0]
+    KtKv = KtY = None
+    Xt = apply_metric(X, S)  # (b, r)
+    if with_rhs:
+        Y = xp.asarray(Y, dtype=X.dtype)
+    for t in row_tiles(X.shape[0], m, X.dtype.itemsize):
+        K = kernel.block(Xt[t], Zt, zsq)  # (tile, m)
+        if v is not None:
+            part = (K.T @ (K @ v)).astype(REDUCE_DTYPE)
+            KtKv = part if KtKv is None else KtKv + part
+        if with_rhs:
+            part = (K.T @ Y[t]).astype(REDUCE_DTYPE)
+            KtY = part if KtY is None else KtY + part
     out = {}
     if v is not None:
-        out["KtKv"] = to_numpy((K.T @ (K @ v)).astype(REDUCE_DTYPE))
+        out["KtKv"] = to_numpy(KtKv)
     if with_rhs:
-        xp = array_module(K)
-        out["KtY"] = to_numpy((K.T @ xp.asarray(Y, dtype=K.dtype)).astype(REDUCE_DTYPE))
+        out["KtY"] = to_numpy(KtY)
     return out
 
 
