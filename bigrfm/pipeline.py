@@ -267,6 +267,15 @@ def fit_dataset(
         Xv_raw, yv_raw = validation.read(0, validation.n_rows)
         data_mod.check_finite(Xv_raw, yv_raw, 0)
     X_val = Y_val = None
+    if Xv_raw.shape[0] and pre.classes is not None:
+        unseen = np.setdiff1d(np.unique(yv_raw), pre.classes)
+        if unseen.size:
+            raise InputError(
+                f"The validation targets hold {unseen.size} class(es) absent from the training rows "
+                f"(e.g. {unseen[:5].tolist()}). If y is a regression target stored as integers, "
+                "store it as floats (or pass --task regression); otherwise use a validation split "
+                "drawn from the same classes."
+            )
     if Xv_raw.shape[0]:
         X_val = prep.transform_X(Xv_raw).astype(np.float64)
         Y_val = encode_targets(yv_raw, pre.classes, pre.y_mean, pre.y_scale)
