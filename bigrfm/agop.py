@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import REDUCE_DTYPE, array_module, row_tiles, to_numpy
+from .backend import REDUCE_DTYPE, array_module, on_device, row_tiles, to_numpy
 from .kernels import Kernel
 
 __all__ = ["AgopSums", "kernel_agop_block", "agop_from_sums", "normalize_metric"]
@@ -81,6 +81,7 @@ def kernel_agop_block(
         Keep only the diagonal of sum H^T H.
     """
     xp = array_module(X)
+    S, Zt, zsq, Z, alpha = (on_device(a, X) for a in (S, Zt, zsq, Z, alpha))
     Xt = X * S if S.ndim == 1 else X @ S  # (b, r)
     d = Z.shape[1]
     c = alpha.shape[1]

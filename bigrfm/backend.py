@@ -26,6 +26,7 @@ __all__ = [
     "array_module",
     "jitter",
     "row_tiles",
+    "on_device",
     "REDUCE_DTYPE",
     "TILE_BYTES",
 ]
@@ -198,3 +199,40 @@ def row_tiles(n_rows: int, width: int, itemsize: int, budget: int = TILE_BYTES) 
     """
     step = max(64, int(budget // max(width * itemsize, 1)))
     return [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
+
+
+# Device copies of broadcast arrays, keyed by the host array's id and the
+# target dtype. A pass sends its broadcasts once (scattered); every block of
+# the pass on this worker then finds the device copy here instead of copying
+# again. The weak reference makes a reused id (after the host array is freed)
+# a miss rather than a stale hit.
+_DEVICE_CACHE: dict[tuple[int, str], tuple[Any, Any]] = {}
+
+
+def on_device(a: Any, like: Any) -> Any:
+    """``a`` on the array module and in the dtype of ``like`` (a block): no copy when it already is.
+
+    numpy -> cupy copies are cached per host array, so a broadcast moves to the
+    GPU once per pass, not once per block.
+    """
+    xp = array_module(like)
+    if a is None:
+        return None
+    if xp is np:
+        return np.asarray(to_numpy(a), dtype=like.dtype)
+    if array_module(a) is xp:
+        return a.astype(like.dtype, copy=False)
+    import weakref  # noqa: PLC0415
+
+    key = (id(a), str(like.dtype))
+    hit = _DEVICE_CACHE.get(key)
+    if hit is not None and hit[0]() is a:
+        return hit[1]
+    dev = xp.asarray(a, dtype=like.dtype)
+    if len(_DEVICE_CACHE) > 64:
+        _DEVICE_CACHE.clear()
+    try:
+        _DEVICE_CACHE[key] = (weakref.ref(a), dev)
+    except TypeError:  # not weak-referenceable: no caching
+        pass
+    return dev

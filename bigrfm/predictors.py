@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .agop import kernel_agop_block
-from .backend import REDUCE_DTYPE, array_module, row_tiles, to_device, to_numpy
+from .backend import REDUCE_DTYPE, array_module, on_device, row_tiles, to_device, to_numpy
 from .kernels import Kernel, apply_metric, metric_factor
 
 __all__ = ["KernelPredictor", "kernel_predict_block", "predict_in_blocks", "scores_to_proba"]
@@ -25,6 +25,7 @@ def kernel_predict_block(
 ) -> Any:
     """Predictions K_M(X, Z) alpha for one block of prepared rows, shape (b, c), tile by tile."""
     xp = array_module(X)
+    S, Zt, zsq, alpha = (on_device(a, X) for a in (S, Zt, zsq, alpha))
     Xt = apply_metric(X, S)
     out = xp.empty((X.shape[0], alpha.shape[1]), dtype=X.dtype)
     for t in row_tiles(X.shape[0], Zt.shape[0], X.dtype.itemsize):

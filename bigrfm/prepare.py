@@ -10,8 +10,6 @@ classes, or standardized regression targets). It holds only O(d + k) numbers.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-
 import numpy as np
 
 __all__ = ["RowSelect", "Prepare", "sample_rows", "encode_targets"]

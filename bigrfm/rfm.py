@@ -17,7 +17,6 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from .agop import AgopSums, agop_from_sums, normalize_metric
-from .backend import REDUCE_DTYPE
 from .kernels import Kernel
 from .predictors import predict_in_blocks
 
@@ -127,10 +126,6 @@ class RFMState:
     best_score: float | None
     best_M: np.ndarray | None
     best_predictor: Any
-
-    @property
-    def done(self) -> bool:
-        return False
 
 
 def initial_state(n_features: int, diag: bool) -> RFMState:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from ..backend import REDUCE_DTYPE, array_module, jitter, row_tiles, to_numpy
+from ..backend import REDUCE_DTYPE, array_module, jitter, on_device, row_tiles, to_numpy
 from ..exceptions import SolverError
 from ..kernels import Kernel, apply_metric
 from ..predictors import KernelPredictor
@@ -39,6 +39,7 @@ def gram_matvec_block(
     used for both products (and the right-hand side).
     """
     xp = array_module(X)
+    S, Zt, zsq, v = (on_device(a, X) for a in (S, Zt, zsq, v))
     m = Zt.shape[0]
     KtKv = KtY = None
     Xt = apply_metric(X, S)  # (b, r)

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.linalg
 
 from ..agop import AgopSums
-from ..backend import REDUCE_DTYPE, array_module, to_numpy
+from ..backend import REDUCE_DTYPE, array_module, on_device, to_device, to_numpy
 from ..exceptions import InputError, SolverError
 from ..kernels import GaussianKernel, Kernel, LaplaceKernel, apply_metric, metric_factor
 
@@ -148,13 +148,6 @@ def sample_rff(kernel: Kernel, n_components: int, rank: int, rng: np.random.Gene
     return RFFMap(omega=omega, phase=phase, kernel_name=name)
 
 
-def _on(xp: Any, a: Any, dtype: Any) -> Any:
-    """``a`` on the array module ``xp`` in ``dtype`` (no copy when it already is)."""
-    if array_module(a) is not xp:
-        a = to_numpy(a)
-    return xp.asarray(a, dtype=dtype)
-
-
 def rff_features(Xt: Any, rffmap: RFFMap) -> Any:
     """Features Phi = sqrt(2/D) cos(Xt Omega + b) of mapped rows, shape (b, D), in Xt's dtype.
 
@@ -165,8 +158,8 @@ def rff_features(Xt: Any, rffmap: RFFMap) -> Any:
     rffmap : RFFMap
     """
     xp = array_module(Xt)
-    Phi = Xt @ _on(xp, rffmap.omega, Xt.dtype)  # (b, D)
-    Phi += _on(xp, rffmap.phase, Xt.dtype)
+    Phi = Xt @ on_device(rffmap.omega, Xt)  # (b, D)
+    Phi += on_device(rffmap.phase, Xt)
     xp.cos(Phi, out=Phi)
     Phi *= np.sqrt(2.0 / rffmap.n_components)
     return Phi
@@ -236,19 +229,18 @@ def rff_predict_block(X: Any, Y: Any = None, *, S: Any, rffmap: RFFMap, w: Any) 
 
     ``Y`` is ignored: present so every block function has the engine's form.
     """
-    xp = array_module(X)
-    return rff_features(apply_metric(X, S), rffmap) @ _on(xp, w, X.dtype)
+    return rff_features(apply_metric(X, S), rffmap) @ on_device(w, X)
 
 
 def _sin_weighted(X: Any, S: Any, rffmap: RFFMap, w: Any) -> tuple[Any, Any, Any]:
     """sin(Xt Omega + b) (b, D), the scaled weights -sqrt(2/D) w (D, c) and Omega (r, D)."""
     xp = array_module(X)
     Xt = apply_metric(X, S)  # (b, r)
-    omega = _on(xp, rffmap.omega, X.dtype)
+    omega = on_device(rffmap.omega, X)
     Sin = Xt @ omega  # (b, D)
-    Sin += _on(xp, rffmap.phase, X.dtype)
+    Sin += on_device(rffmap.phase, X)
     xp.sin(Sin, out=Sin)
-    ws = _on(xp, w, X.dtype) * -np.sqrt(2.0 / rffmap.n_components)  # (D, c)
+    ws = on_device(w, X) * -np.sqrt(2.0 / rffmap.n_components)  # (D, c)
     if ws.ndim == 1:
         ws = ws[:, None]
     return Sin, ws, omega
@@ -367,7 +359,7 @@ class RFFPredictor:
 
     def broadcast(self, xp: Any = np, dtype: Any = np.float64) -> dict[str, Any]:
         S = metric_factor(np.asarray(self.M, dtype=REDUCE_DTYPE))
-        return {"S": _on(xp, S, dtype), "rffmap": self.rffmap, "w": _on(xp, self.w, dtype)}
+        return {"S": to_device(S, xp, dtype), "rffmap": self.rffmap, "w": to_device(self.w, xp, dtype)}
 
 
 class RFFSolver:
