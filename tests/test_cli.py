@@ -1,7 +1,6 @@
 """The command line end to end: fit, predict, evaluate, exit codes, resume after a crash."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from bigrfm import RFMRegressor, load_model
+from bigrfm import load_model
 from bigrfm.data import create_dataset
 from bigrfm_cli.main import cli
 

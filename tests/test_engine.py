@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +23,9 @@ from bigrfm.data import ArrayDataset, open_dataset, row_blocks
 from bigrfm.engine import Engine, add_tree
 from bigrfm.exceptions import ClusterError, DataError, InputError
 
+from conftest import _free_port
+
 N, D = 10_007, 5
-TESTS_DIR = str(Path(__file__).resolve().parent)
-DASK = str(Path(sys.executable).with_name("dask"))
 
 
 # -- block functions (module level: workers import them from this file) ------------------
@@ -92,76 +90,6 @@ def store(tmp_path_factory):
     g.create_array("X", shape=X.shape, chunks=(1000, D), dtype="float64")[:] = X
     g.create_array("y", shape=y.shape, chunks=(1000,), dtype="float64")[:] = y
     return open_dataset(path), X, y
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class SubprocessCluster:
-    """``dask scheduler`` and ``dask worker --no-nanny`` processes on 127.0.0.1."""
-
-    def __init__(self, n_workers: int) -> None:
-        self.address = f"tcp://127.0.0.1:{_free_port()}"
-        # workers unpickle this module's block functions by name
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")])}
-        port = self.address.rsplit(":", 1)[1]
-        self.scheduler = self._spawn([DASK, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"])
-        self.workers = [self.start_worker() for _ in range(n_workers)]
-        self.wait_for(n_workers)
-
-    def _spawn(self, cmd: list[str]) -> subprocess.Popen:
-        return subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def start_worker(self) -> subprocess.Popen:
-        return self._spawn([DASK, "worker", self.address, "--nthreads", "1", "--no-dashboard", "--no-nanny"])
-
-    def wait_for(self, n_workers: int, timeout: float = 60.0) -> None:
-        from distributed import Client
-
-        deadline = time.monotonic() + timeout
-        with Client(self.address, timeout=timeout, set_as_default=False) as client:
-            while len(client.nthreads()) != n_workers:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{len(client.nthreads())} of {n_workers} workers joined {self.address}")
-                time.sleep(0.1)
-
-    def close(self) -> None:
-        for p in [*self.workers, self.scheduler]:
-            p.terminate()
-        for p in [*self.workers, self.scheduler]:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-
-@pytest.fixture(scope="module")
-def remote_cluster():
-    cluster = SubprocessCluster(2)
-    yield cluster
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
-def local_engine():
-    with Engine(ExecConfig(scheduler="local", n_workers=2, memory_limit="1GiB")) as engine:
-        yield engine
-
-
-@pytest.fixture(scope="module")
-def remote_engine(remote_cluster):
-    with Engine(ExecConfig(scheduler=remote_cluster.address)) as engine:
-        yield engine
-
-
-@pytest.fixture(scope="module")
-def threads_engine():
-    with Engine(ExecConfig(n_workers=2)) as engine:
-        yield engine
 
 
 @pytest.fixture(params=["threads", "local", "remote"])
