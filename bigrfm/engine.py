@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .backend import ExecConfig
+from .backend import ExecConfig, resolve_device
 from .data import Dataset, row_blocks
 from .exceptions import BigRFMError, ClusterError, InputError
 
@@ -231,6 +231,8 @@ class Engine:
         # running worker: too late for glibc's malloc settings and for BLAS).
         key = "distributed.nanny.pre-spawn-environ"
         environ = {**dask.config.get(key, default={}), **_WORKER_ENV, **_malloc_env(c.block_bytes)}
+        if resolve_device(c.device) == "cuda":
+            return self._start_local_cuda(n)
         try:
             with dask.config.set({key: environ}):
                 cluster = LocalCluster(
@@ -247,6 +249,27 @@ class Engine:
             ) from exc
         self._cluster = cluster
         log.info("LocalCluster started: %d workers x %d threads at %s", n, threads, cluster.scheduler_address)
+        return Client(cluster, set_as_default=False)
+
+    def _start_local_cuda(self, n_gpus: int | None) -> Any:
+        """One worker per GPU (dask-cuda's LocalCUDACluster), each owning its device."""
+        from distributed import Client  # noqa: PLC0415
+
+        try:
+            from dask_cuda import LocalCUDACluster  # noqa: PLC0415
+        except ImportError:
+            raise ClusterError(
+                "device='cuda' with a local cluster needs dask-cuda (pip install 'bigrfm[multigpu]'), "
+                "or run without a cluster (scheduler=None: one GPU in this process), or connect to a "
+                "cluster whose workers have GPUs (scheduler='tcp://...')."
+            ) from None
+        kwargs = {"n_workers": n_gpus} if self.config.n_workers else {}
+        try:
+            cluster = LocalCUDACluster(threads_per_worker=1, dashboard_address="127.0.0.1:0", **kwargs)
+        except Exception as exc:
+            raise ClusterError(f"Could not start a LocalCUDACluster ({type(exc).__name__}: {exc}).") from exc
+        self._cluster = cluster
+        log.info("LocalCUDACluster started at %s", cluster.scheduler_address)
         return Client(cluster, set_as_default=False)
 
     def _connect(self) -> Any:

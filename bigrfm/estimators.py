@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .backend import ExecConfig
+from .backend import ExecConfig, get_xp
 from .data import ArrayDataset
 from .exceptions import InputError
 from .kernels import KERNELS, make_kernel
@@ -372,7 +372,8 @@ class _BaseRFM(BaseEstimator):
         if self.x_mean_ is not None:
             Xs = (Xs - self.x_mean_) / self.x_scale_
         config = self._exec_config()
-        return predict_in_blocks(self.predictor_, Xs, config.rows_per_block(Xs.shape[1]), self.dtype)
+        xp = get_xp(config.device)
+        return predict_in_blocks(self.predictor_, Xs, config.rows_per_block(Xs.shape[1], n_rows=Xs.shape[0]), self.dtype, xp)
 
     def __sklearn_tags__(self):  # noqa: ANN204
         tags = super().__sklearn_tags__()

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from .backend import resolve_device, to_numpy
 from .exceptions import InputError
 from .model_io import atomic_folder
 from .prepare import Prepare
@@ -45,11 +46,11 @@ class OutputMap:
 
 
 def _prepare_of(est: Any) -> Prepare:
-    return Prepare(est.x_mean_, est.x_scale_, est.dtype, raw_y=True)
+    return Prepare(est.x_mean_, est.x_scale_, est.dtype, raw_y=True, device=resolve_device(est.device))
 
 
-def _scores(X: np.ndarray, predictor_bc: dict, predict_fn: Any) -> np.ndarray:
-    return np.asarray(predict_fn(X, None, **predictor_bc), dtype=np.float64)
+def _scores(X: Any, predictor_bc: dict, predict_fn: Any) -> np.ndarray:
+    return to_numpy(predict_fn(X, None, **predictor_bc)).astype(np.float64)
 
 
 def predict_write_block(

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import data as data_mod
-from .backend import ExecConfig
+from .backend import ExecConfig, resolve_device
 from .exceptions import InputError
 from .prepare import Prepare, RowSelect, encode_targets, sample_rows
 from .rfm import FitContext, RFMParams, RFMState, run
@@ -201,6 +201,7 @@ def fit_dataset(
         Resume the loop from this state.
     """
     n, d = dataset.n_rows, dataset.n_features
+    device = resolve_device(config.device)
     block_rows = config.rows_per_block(d, getattr(dataset, "chunk_rows", None), n)
     seeds = np.random.SeedSequence(settings.seed).spawn(4)
     rng_val, rng_centers, rng_agop, rng_solver = (np.random.default_rng(s) for s in seeds)
@@ -260,7 +261,7 @@ def fit_dataset(
         n_val=0,
         solver=solver_name,
     )
-    prep = pre.prepare(config.dtype)
+    prep = dataclasses.replace(pre.prepare(config.dtype), device=device)
 
     Xv_raw, yv_raw = first.val.arrays(d)
     if validation is not None:
@@ -277,7 +278,7 @@ def fit_dataset(
                 "drawn from the same classes."
             )
     if Xv_raw.shape[0]:
-        X_val = prep.transform_X(Xv_raw).astype(np.float64)
+        X_val = pre.prepare(config.dtype).transform_X(Xv_raw).astype(np.float64)
         Y_val = encode_targets(yv_raw, pre.classes, pre.y_mean, pre.y_scale)
     pre = dataclasses.replace(pre, n_val=0 if X_val is None else X_val.shape[0])
 
@@ -285,7 +286,7 @@ def fit_dataset(
     center_targets = None
     if center_select is not None:
         Xc_raw, yc_raw = first.centers.arrays(d)
-        centers = prep.transform_X(Xc_raw).astype(np.float64)
+        centers = pre.prepare(config.dtype).transform_X(Xc_raw).astype(np.float64)
         center_targets = encode_targets(yc_raw, pre.classes, pre.y_mean, pre.y_scale)
 
     agop_select = train_select
@@ -305,6 +306,7 @@ def fit_dataset(
         block_rows=block_rows,
         dtype=config.dtype,
         progress=progress,
+        device=device,
     )
     solver = _make_solver(solver_name, params, settings, d, rng_solver)
     log.info("fit: n_train=%d n_val=%d d=%d solver=%s centers=%d", n_train, pre.n_val, d, solver_name, centers.shape[0])

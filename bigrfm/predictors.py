@@ -15,6 +15,7 @@ import numpy as np
 
 from .agop import kernel_agop_block
 from .backend import REDUCE_DTYPE, array_module, on_device, row_tiles, to_device, to_numpy
+from .cuda_kernels import fused_kv, fused_supported
 from .kernels import Kernel, apply_metric, metric_factor
 
 __all__ = ["KernelPredictor", "kernel_predict_block", "predict_in_blocks", "scores_to_proba"]
@@ -27,6 +28,8 @@ def kernel_predict_block(
     xp = array_module(X)
     S, Zt, zsq, alpha = (on_device(a, X) for a in (S, Zt, zsq, alpha))
     Xt = apply_metric(X, S)
+    if fused_supported(kernel, X, Xt.shape[1], alpha.shape[1]):
+        return fused_kv(kernel, Xt, Zt, alpha)
     out = xp.empty((X.shape[0], alpha.shape[1]), dtype=X.dtype)
     for t in row_tiles(X.shape[0], Zt.shape[0], X.dtype.itemsize):
         out[t] = kernel.block(Xt[t], Zt, zsq) @ alpha  # (tile, m) @ (m, c)
@@ -80,9 +83,8 @@ class KernelPredictor:
         }
 
 
-def predict_in_blocks(predictor: Any, X: np.ndarray, block_rows: int, dtype: Any = np.float64) -> np.ndarray:
-    """Predictions for in-memory prepared rows, computed block by block (float64 result, (n, c))."""
-    xp = array_module(X)
+def predict_in_blocks(predictor: Any, X: np.ndarray, block_rows: int, dtype: Any = np.float64, xp: Any = np) -> np.ndarray:
+    """Predictions for in-memory prepared rows, block by block on ``xp`` (numpy or cupy); float64 (n, c) on the host."""
     bc = predictor.broadcast(xp, dtype)
     out = np.empty((X.shape[0], predictor.n_outputs))
     for s in range(0, X.shape[0], block_rows):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import numpy as np
 
+from .backend import get_xp
+
 __all__ = ["RowSelect", "Prepare", "sample_rows", "encode_targets"]
 
 
@@ -86,6 +88,9 @@ class Prepare:
         Rows of the split; None keeps every row.
     raw_y : bool
         Pass y through unencoded (evaluation compares predictions with raw labels).
+    device : {"cpu", "cuda"}
+        Where the prepared X (and encoded Y) go: blocks are moved to the
+        worker's GPU here, once, right after they are read.
     """
 
     mean: np.ndarray | None
@@ -96,6 +101,7 @@ class Prepare:
     y_scale: np.ndarray | None = None
     select: RowSelect | None = None
     raw_y: bool = False
+    device: str = "cpu"
 
     def with_select(self, select: RowSelect | None) -> "Prepare":
         return dataclasses.replace(self, select=select)
@@ -114,7 +120,12 @@ class Prepare:
                     return None
                 X = X[keep]
                 y = None if y is None else y[keep]
-        if y is None or self.raw_y:
-            return self.transform_X(X), y
-        Y = encode_targets(y, self.classes, self.y_mean, self.y_scale)
-        return self.transform_X(X), Y
+        X = self.transform_X(X)
+        if y is not None and not self.raw_y:
+            y = encode_targets(y, self.classes, self.y_mean, self.y_scale)
+        if self.device != "cpu":
+            xp = get_xp(self.device)
+            X = xp.asarray(X)
+            if y is not None and not self.raw_y:
+                y = xp.asarray(y, dtype=X.dtype)
+        return X, y

@@ -18,6 +18,7 @@ import numpy as np
 
 from .agop import AgopSums, agop_from_sums, normalize_metric
 from .kernels import Kernel
+from .backend import get_xp
 from .predictors import predict_in_blocks
 
 __all__ = ["RFMParams", "FitContext", "Solver", "IterationRecord", "RFMState", "initial_state", "step", "run", "score_predictions"]
@@ -76,6 +77,7 @@ class FitContext:
     block_rows: int
     dtype: str = "float64"
     progress: Callable[..., None] | None = None
+    device: str = "cpu"
 
     @property
     def n_outputs(self) -> int:
@@ -164,7 +166,7 @@ def step(state: RFMState, ctx: FitContext, params: RFMParams, solver: Solver) ->
     predictor, info, warm = solver.fit(params.kernel, state.M, ctx, state.warm)
     score = mse = acc = None
     if ctx.X_val is not None and ctx.X_val.shape[0] > 0:
-        pred = predict_in_blocks(predictor, ctx.X_val, ctx.block_rows, ctx.dtype)
+        pred = predict_in_blocks(predictor, ctx.X_val, ctx.block_rows, ctx.dtype, get_xp(ctx.device))
         score, mse, acc = score_predictions(pred, ctx.Y_val, params.classification)
     # with no validation rows every iteration replaces the previous one (no selection)
     better = state.best_iter is None or score is None or score > state.best_score

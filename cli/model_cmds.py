@@ -70,7 +70,7 @@ def _exec_options(f: Any) -> Any:
             click.option("--block-rows", type=click.IntRange(1), default=None, help="Rows per block (default: ~32 MiB of features)."),
             click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True),
             click.option("--scheduler", default="local", show_default=True, help="'local' (in-process LocalCluster), 'threads' (no cluster), or a scheduler address tcp://host:port."),
-            click.option("--workers", type=click.IntRange(1), default=None, help="LocalCluster workers (default: one per core)."),
+            click.option("--workers", "--gpus", "workers", type=click.IntRange(1), default=None, help="LocalCluster workers (default: one per core); with --device cuda, GPUs (one worker each, needs dask-cuda)."),
             click.option("--memory-limit", default="auto", show_default=True, help="LocalCluster memory limit per worker."),
             click.option("--x-name", default="X", show_default=True),
             click.option("--y-name", default="y", show_default=True),

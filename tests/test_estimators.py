@@ -88,3 +88,14 @@ def test_dataframe_feature_names():
 def test_diag_metric_shape(data):
     model = RFMRegressor(iters=1, diag=True, random_state=0).fit(*data)
     assert model.M_.shape == (3,)
+
+
+def test_import_needs_no_gpu_and_no_cluster():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from bigrfm import RFMRegressor, RFMClassifier; RFMRegressor().get_params(); "
+        "assert 'cupy' not in sys.modules and 'distributed' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

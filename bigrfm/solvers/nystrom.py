@@ -22,6 +22,7 @@ import scipy.linalg
 
 from ..backend import REDUCE_DTYPE, array_module, jitter, on_device, row_tiles, to_numpy
 from ..exceptions import SolverError
+from ..cuda_kernels import fused_ktu, fused_kv, fused_supported
 from ..kernels import Kernel, apply_metric
 from ..predictors import KernelPredictor
 from .cg import cg
@@ -45,6 +46,15 @@ def gram_matvec_block(
     Xt = apply_metric(X, S)  # (b, r)
     if with_rhs:
         Y = xp.asarray(Y, dtype=X.dtype)
+    c = (v if v is not None else Y).shape[1]
+    if fused_supported(kernel, X, Xt.shape[1], c):
+        # GPU: both products in fused kernels, K never materialized (cuda_kernels.py)
+        out = {}
+        if v is not None:
+            out["KtKv"] = to_numpy(fused_ktu(kernel, Xt, Zt, fused_kv(kernel, Xt, Zt, v)))
+        if with_rhs:
+            out["KtY"] = to_numpy(fused_ktu(kernel, Xt, Zt, Y))
+        return out
     for t in row_tiles(X.shape[0], m, X.dtype.itemsize):
         K = kernel.block(Xt[t], Zt, zsq)  # (tile, m)
         if v is not None:
