@@ -184,6 +184,17 @@ class Engine:
             return self._n_threads()
         return len(self._dask_client().nthreads())
 
+    @property
+    def address(self) -> str | None:
+        """The Dask scheduler's address (starting or connecting if needed); None for threads.
+
+        Other engines and estimators can share this engine's LocalCluster by
+        passing the address as their ``scheduler``.
+        """
+        if self._kind == "threads":
+            return None
+        return self._dask_client().scheduler.address
+
     # -- lifecycle ----------------------------------------------------------------------
 
     def __enter__(self) -> Engine:

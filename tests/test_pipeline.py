@@ -43,11 +43,12 @@ def test_streamed_agop_equals_in_memory(problem, backend, request):
 
 
 @pytest.mark.parametrize("solver", ["nystrom", "exact"])
-def test_fit_from_zarr_on_a_local_cluster_equals_in_memory_fit(problem, solver):
+def test_fit_from_zarr_on_a_local_cluster_equals_in_memory_fit(problem, solver, local_engine):
     X, y, path = problem
-    params = dict(iters=2, solver=solver, n_centers=150, random_state=3, block_rows=128, validation_fraction=0.1)
+    params = dict(iters=2, solver=solver, n_centers=150, cg_maxiter=8, random_state=3, block_rows=256, validation_fraction=0.1)
     mem = RFMRegressor(**params).fit(X, y)
-    disk = RFMRegressor(scheduler="local", n_workers=2, **params).fit_dataset(path)
+    # the session's LocalCluster (started by an Engine with scheduler="local"), shared by address
+    disk = RFMRegressor(scheduler=local_engine.address, **params).fit_dataset(path)
     np.testing.assert_allclose(disk.M_, mem.M_, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(disk.predict(X[:50]), mem.predict(X[:50]), rtol=1e-9, atol=1e-12)
     assert disk.best_iter_ == mem.best_iter_
