@@ -146,7 +146,7 @@ def _open_array(path: str, name: str, shape: tuple[int, ...]) -> Any:
     return arr
 
 
-def _as_labels(y: np.ndarray) -> np.ndarray:
+def as_labels(y: np.ndarray) -> np.ndarray:
     """Zarr string arrays read as numpy StringDType (format 3) or object (format 2);
     turn both into fixed-width unicode, which every numpy and scikit-learn routine sorts
     and compares."""
@@ -219,7 +219,7 @@ class ZarrDataset:
         if self.y_shape is None:
             return X, None
         y = _open_array(self.path, self.y_name, self.y_shape)[start:stop]
-        return X, _as_labels(y)
+        return X, as_labels(y)
 
     def validation(self) -> ZarrDataset | None:
         """The validation split stored next to the data (``X_val``/``y_val``), or None."""
@@ -743,7 +743,7 @@ class _Appender:
         if tuple(y.shape[1:]) != self.y_tail:
             raise InputError(f"Targets must have shape (rows, *{self.y_tail}). Got {y.shape} instead.")
         if self.y_dtype.kind == "U":
-            return y if y.dtype.kind == "U" else _as_labels(y) if y.dtype.kind in "OT" else y.astype(str)
+            return y if y.dtype.kind == "U" else as_labels(y) if y.dtype.kind in "OT" else y.astype(str)
         if _is_label_dtype(y.dtype):
             raise DataError(
                 f"Targets turn from numbers ({self.y_dtype}) into text after row {self.n + self.n_pending}; "
@@ -1329,7 +1329,7 @@ class _Buckets:
             part = self.parts[key]
             part.flush()
             X = part.X[0 : part.n]
-            y = None if part.y is None else _as_labels(part.y[0 : part.n])
+            y = None if part.y is None else as_labels(part.y[0 : part.n])
             perm = rng.permutation(part.n)
             writer.append(X[perm], None if y is None else y[perm], validation=key[0])
 
@@ -1552,7 +1552,7 @@ def _target_summary(ds: ZarrDataset) -> dict | None:
     step = max(ds.chunk_rows, default_block_rows(int(np.prod(ds.y_shape[1:])), 8))
     acc: Moments | ClassCounts | None = None
     for lo, hi in row_blocks(ds.n_rows, step):
-        y = _as_labels(arr[lo:hi])
+        y = as_labels(arr[lo:hi])
         part = ClassCounts.of_block(y) if is_classes else Moments.of_block(y)
         acc = part if acc is None else acc + part
     out: dict[str, Any] = {"name": ds.y_name, "dtype": ds.y_dtype, "shape": list(ds.y_shape)}

@@ -30,7 +30,7 @@ import numpy as np
 import zarr
 
 from . import __version__
-from .data import _as_labels as as_labels
+from .data import as_labels
 from .exceptions import InputError, ModelFormatError
 from .kernels import KERNELS, make_kernel
 from .predictors import KernelPredictor

@@ -10,7 +10,7 @@ from ..exceptions import SolverError
 from ..kernels import Kernel, apply_metric, metric_factor
 from ..predictors import KernelPredictor
 
-__all__ = ["kernel_matrix", "solve_exact", "ExactSolver"]
+__all__ = ["kernel_matrix", "solve_exact", "cholesky_solve", "ExactSolver"]
 
 
 def kernel_matrix(kernel: Kernel, M: np.ndarray, X: np.ndarray, Z: np.ndarray, block_rows: int = 4096) -> np.ndarray:
@@ -38,21 +38,26 @@ def solve_exact(kernel: Kernel, M: np.ndarray, X: np.ndarray, Y: np.ndarray, reg
     """
     K = kernel_matrix(kernel, M, X, X)
     K[np.diag_indices_from(K)] += reg
+    return cholesky_solve(K, Y, what=f"K + reg*I (n={X.shape[0]}, reg={reg:g})", fix="increase reg (e.g. by 10x) or use solver='nystrom'")
+
+
+def cholesky_solve(A: np.ndarray, B: np.ndarray, *, what: str, fix: str) -> np.ndarray:
+    """Solve A X = B for a symmetric positive definite A by a float64 Cholesky factorization.
+
+    ``A`` is overwritten. A failed factorization or non-finite solution raises
+    SolverError naming ``what`` and the ``fix``, instead of returning NaNs.
+    """
     try:
-        cf = scipy.linalg.cho_factor(K, lower=True, overwrite_a=True, check_finite=True)
-        alpha = scipy.linalg.cho_solve(cf, np.asarray(Y, dtype=REDUCE_DTYPE), check_finite=False)
+        cf = scipy.linalg.cho_factor(A, lower=True, overwrite_a=True, check_finite=True)
+        X = scipy.linalg.cho_solve(cf, np.asarray(B, dtype=REDUCE_DTYPE), check_finite=True)
     except (np.linalg.LinAlgError, ValueError) as exc:
         raise SolverError(
-            f"The exact solver's Cholesky factorization of K + reg*I failed "
-            f"(n={X.shape[0]}, reg={reg:g}): {exc}. The kernel matrix is not numerically "
-            "positive definite; increase reg (e.g. by 10x) or use solver='nystrom'."
+            f"Cholesky factorization of {what} failed: {exc}. The system is not numerically "
+            f"positive definite; {fix}."
         ) from None
-    if not np.all(np.isfinite(alpha)):
-        raise SolverError(
-            f"The exact solve produced non-finite coefficients (n={X.shape[0]}, reg={reg:g}); "
-            "increase reg or check the data for extreme values."
-        )
-    return alpha
+    if not np.all(np.isfinite(X)):
+        raise SolverError(f"The solve of {what} produced non-finite values; {fix}, or check the data for extreme values.")
+    return X
 
 
 class ExactSolver:

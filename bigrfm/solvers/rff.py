@@ -20,11 +20,11 @@ import dataclasses
 from typing import Any, Iterator
 
 import numpy as np
-import scipy.linalg
 
 from ..agop import AgopSums
 from ..backend import REDUCE_DTYPE, array_module, on_device, to_device, to_numpy
-from ..exceptions import InputError, SolverError
+from ..exceptions import InputError
+from .exact import cholesky_solve
 from ..kernels import GaussianKernel, Kernel, LaplaceKernel, apply_metric, metric_factor
 
 __all__ = [
@@ -207,20 +207,8 @@ def rff_solve(gram: Any, rhs: Any, reg: float) -> np.ndarray:
     """
     A = np.array(to_numpy(gram), dtype=REDUCE_DTYPE)  # a copy: factorized in place below
     A[np.diag_indices_from(A)] += reg
-    try:
-        cf = scipy.linalg.cho_factor(A, lower=True, overwrite_a=True, check_finite=True)
-        w = scipy.linalg.cho_solve(cf, np.asarray(to_numpy(rhs), dtype=REDUCE_DTYPE), check_finite=True)
-    except (np.linalg.LinAlgError, ValueError) as exc:
-        raise SolverError(
-            f"The rff solver's Cholesky factorization of Phi^T Phi + reg*I failed "
-            f"(D={A.shape[0]}, reg={reg:g}): {exc}. The system is not numerically positive "
-            "definite; increase reg (e.g. by 10x) or use fewer random features."
-        ) from None
-    if not np.all(np.isfinite(w)):
-        raise SolverError(
-            f"The rff solve produced non-finite weights (D={A.shape[0]}, reg={reg:g}); "
-            "increase reg or check the data for extreme values."
-        )
+    w = cholesky_solve(A, to_numpy(rhs), what=f"Phi^T Phi + reg*I (D={A.shape[0]}, reg={reg:g})",
+                       fix="increase reg (e.g. by 10x) or use fewer random features")
     return w
 
 
