@@ -84,8 +84,10 @@ def _put(group: Any, name: str, a: Any) -> None:
     if a is None:
         return
     a = np.asarray(a)
-    if a.dtype.kind in "OU":
-        a = a.astype(str)
+    if a.dtype.kind in "OUT":
+        # Zarr's variable-length "string" type (fixed-width unicode has no stable v3 spec)
+        group.create_array(name, shape=a.shape, dtype=str, chunks=a.shape)[...] = a.astype(str)
+        return
     group.create_array(name, data=a, chunks=a.shape if a.ndim else None)
 
 
