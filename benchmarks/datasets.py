@@ -426,7 +426,7 @@ def write_group(path: str, X: np.ndarray, y: np.ndarray, *, X_val: np.ndarray | 
                 feature_names: list[str], attrs: dict | None = None, overwrite: bool = False) -> str:
     """Write one Zarr group in bigrfm's dataset layout (X, y, optional X_val/y_val;
     float32 X, row chunks of ~8 MiB, no compression; ``feature_names`` attribute),
-    with :func:`bigrfm.data.create_dataset` when it exists."""
+    with :func:`bigrfm.convert.create_dataset` when it exists."""
     X = np.ascontiguousarray(X, dtype=np.float32)
     parts = {"": (X, np.asarray(y))}
     if X_val is not None:
@@ -434,7 +434,7 @@ def write_group(path: str, X: np.ndarray, y: np.ndarray, *, X_val: np.ndarray | 
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True.")
     try:
-        from bigrfm.data import create_dataset
+        from bigrfm.convert import create_dataset
     except ImportError:
         _write_plain(path, parts, {**(attrs or {}), "feature_names": list(feature_names)})
         return path

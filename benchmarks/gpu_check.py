@@ -61,7 +61,7 @@ def main() -> None:
     A @ A
     cp.cuda.Device().synchronize()
     gemm = 2 * 8192**3 / median_time(lambda: (A @ A, cp.cuda.Device().synchronize()))
-    del A
+    A = None  # free the GEMM operands
     rows = [f"GPU: {name}; fp32 GEMM {gemm / 1e12:.1f} TFLOP/s (same process)", "",
             "| d | m | fused entries/s | unfused GPU entries/s | numpy CPU entries/s | fused / GEMM-bound |", "|---|---|---|---|---|---|"]
     rng = np.random.default_rng(0)

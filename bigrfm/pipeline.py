@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import data as data_mod
+from . import stats as stats_mod
 from .backend import ExecConfig, resolve_device
 from .exceptions import InputError
 from .prepare import Prepare, RowSelect, encode_targets, sample_rows
@@ -111,7 +111,7 @@ class _FirstPass:
     centers: _Rows
 
     def __add__(self, other: "_FirstPass") -> "_FirstPass":
-        return _FirstPass(data_mod.combine_stats(self.stats, other.stats), self.val + other.val, self.centers + other.centers)
+        return _FirstPass(stats_mod.combine_stats(self.stats, other.stats), self.val + other.val, self.centers + other.centers)
 
 
 def _take(X: np.ndarray, y: np.ndarray | None, keep: np.ndarray | None) -> _Rows:
@@ -134,11 +134,11 @@ def first_pass_block(
 ) -> _FirstPass:
     """Statistics of the training rows of one raw block, plus its validation and center rows."""
     start, stop = block_range
-    data_mod.check_finite(X, y, start, source=source)
+    stats_mod.check_finite(X, y, start, source=source)
     val_mask = None if val_select is None else val_select.mask(start, stop)
     train_mask = None if val_mask is None else ~val_mask
     Xt, yt = (X, y) if train_mask is None else (X[train_mask], None if y is None else y[train_mask])
-    stats = data_mod.block_stats(Xt, yt, classification=classification)
+    stats = stats_mod.block_stats(Xt, yt, classification=classification)
     val = _Rows([], []) if val_mask is None else _take(X, y, val_mask)
     centers = _Rows([], []) if center_select is None else _take(X, y, center_select.mask(start, stop))
     return _FirstPass(stats, val, centers)
@@ -266,7 +266,7 @@ def fit_dataset(
     Xv_raw, yv_raw = first.val.arrays(d)
     if validation is not None:
         Xv_raw, yv_raw = validation.read(0, validation.n_rows)
-        data_mod.check_finite(Xv_raw, yv_raw, 0)
+        stats_mod.check_finite(Xv_raw, yv_raw, 0)
     X_val = Y_val = None
     if Xv_raw.shape[0] and pre.classes is not None:
         unseen = np.setdiff1d(np.unique(yv_raw), pre.classes)
@@ -314,7 +314,7 @@ def fit_dataset(
     return FitResult(state, pre)
 
 
-def _summarize(stats: data_mod.BlockStats, classification: bool) -> tuple:
+def _summarize(stats: stats_mod.BlockStats, classification: bool) -> tuple:
     """(mean, std, classes, y_mean, y_std) from the combined first-pass statistics."""
     if stats.x.count == 0:
         raise InputError("No training rows left after holding out the validation rows.")

@@ -13,7 +13,7 @@ import zarr
 from click.testing import CliRunner
 
 from bigrfm import load_model
-from bigrfm.data import create_dataset
+from bigrfm.convert import create_dataset
 from bigrfm_cli.main import cli
 
 BIGRFM = [sys.executable, "-m", "bigrfm_cli.main"]

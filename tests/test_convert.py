@@ -10,7 +10,8 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from bigrfm.data import convert, open_dataset
+from bigrfm.convert import convert
+from bigrfm.data import open_dataset
 from bigrfm.exceptions import DataError, InputError
 from bigrfm_cli.main import cli
 

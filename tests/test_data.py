@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import zarr
 
-from bigrfm import data
+from bigrfm import convert as convert_mod
+from bigrfm import data, stats
 from bigrfm.data import ZarrDataset, open_dataset
 from bigrfm.exceptions import DataError, InputError
 
@@ -247,9 +248,9 @@ def test_iter_blocks_array_dataset_without_targets():
 
 
 def _moments_in_blocks(X, block_rows):
-    out = data.Moments.of_block(X[:0])
+    out = stats.Moments.of_block(X[:0])
     for lo, hi in data.row_blocks(X.shape[0], block_rows):
-        out = data.combine(out, data.Moments.of_block(X[lo:hi]))
+        out = stats.combine(out, stats.Moments.of_block(X[lo:hi]))
     return out
 
 
@@ -288,11 +289,11 @@ def test_block_stats_regression_and_classification(rng):
     y_reg = rng.normal(size=(200, 2)) + 5
     y_cls = rng.choice(np.array(["cat", "dog", "emu"]), size=200)
     for y, classification in ((y_reg, False), (y_cls, True)):
-        parts = [data.block_stats(X[lo:hi], y[lo:hi], classification=classification) for lo, hi in data.row_blocks(200, 33)]
-        parts.insert(2, data.block_stats(X[:0], y[:0], classification=classification))  # an empty block
+        parts = [stats.block_stats(X[lo:hi], y[lo:hi], classification=classification) for lo, hi in data.row_blocks(200, 33)]
+        parts.insert(2, stats.block_stats(X[:0], y[:0], classification=classification))  # an empty block
         total = parts[0]
         for p in parts[1:]:
-            total = data.combine_stats(total, p)
+            total = stats.combine_stats(total, p)
         np.testing.assert_allclose(total.x.mean, X.mean(axis=0), rtol=1e-12)
         if classification:
             labels, counts = np.unique(y, return_counts=True)
@@ -301,12 +302,12 @@ def test_block_stats_regression_and_classification(rng):
         else:
             np.testing.assert_allclose(total.y.mean, y.mean(axis=0), rtol=1e-12)
             np.testing.assert_allclose(total.y.std, y.std(axis=0), rtol=1e-12)
-    assert data.block_stats(X, None, classification=True).y is None
+    assert stats.block_stats(X, None, classification=True).y is None
 
 
 def test_class_counts_merge_disjoint_and_overlapping():
-    a = data.ClassCounts.of_block(np.array([3, 1, 3]))
-    b = data.ClassCounts.of_block(np.array([2, 3]))
+    a = stats.ClassCounts.of_block(np.array([3, 1, 3]))
+    b = stats.ClassCounts.of_block(np.array([2, 3]))
     c = a + b
     assert c.labels.tolist() == [1, 2, 3] and c.counts.tolist() == [1, 1, 3] and c.count == 5
 
@@ -316,16 +317,16 @@ def test_check_finite_names_global_row():
     X[4, 1] = np.nan
     X[7, 0] = np.inf
     with pytest.raises(DataError, match=r"'X' of data.zarr contains NaN or inf in row 1004 and 1 more.*--drop-nonfinite"):
-        data.check_finite(X, None, 1000, source="data.zarr")
+        stats.check_finite(X, None, 1000, source="data.zarr")
     y = np.zeros(10)
     y[9] = np.nan
     with pytest.raises(DataError, match="'y' contains NaN or inf in row 9 "):
-        data.check_finite(np.ones((10, 3)), y, 0)
+        stats.check_finite(np.ones((10, 3)), y, 0)
 
 
 def test_check_finite_accepts_large_finite_values_and_labels():
     X = np.full((4, 3), np.finfo(np.float32).max, dtype=np.float32)  # row sums overflow
-    data.check_finite(X, np.array(["a", "b", "c", "d"]), 0)
+    stats.check_finite(X, np.array(["a", "b", "c", "d"]), 0)
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -335,7 +336,7 @@ def test_create_dataset_round_trip_with_validation_and_string_targets(tmp_path, 
     X = rng.normal(size=(1000, 5))
     y = rng.choice(np.array(["no", "yes"]), size=1000)
     out = tmp_path / "w.zarr"
-    with data.create_dataset(out, 5, dtype="float64", chunk_rows=128, feature_names=list("abcde")) as w:
+    with convert_mod.create_dataset(out, 5, dtype="float64", chunk_rows=128, feature_names=list("abcde")) as w:
         for lo, hi in data.row_blocks(900, 77):
             w.append(X[lo:hi], y[lo:hi])
         w.append(X[900:], y[900:], validation=True)
@@ -352,7 +353,7 @@ def test_create_dataset_round_trip_with_validation_and_string_targets(tmp_path, 
 @pytest.mark.parametrize("compressor", ["lz4", "zstd"])
 def test_create_dataset_compressors(tmp_path, rng, compressor):
     X = rng.normal(size=(300, 4)).astype(np.float32)
-    w = data.create_dataset(tmp_path / "c.zarr", 4, compressor=compressor, chunk_rows=64)
+    w = convert_mod.create_dataset(tmp_path / "c.zarr", 4, compressor=compressor, chunk_rows=64)
     w.append(X)
     ds = w.close()
     np.testing.assert_array_equal(ds.read(0, 300)[0], X)
@@ -360,25 +361,25 @@ def test_create_dataset_compressors(tmp_path, rng, compressor):
 
 
 def test_default_chunk_is_about_8_mib():
-    rows = data.default_chunk_rows(28, 4)
+    rows = convert_mod.default_chunk_rows(28, 4)
     assert rows % 1024 == 0 and 6 * 2**20 < rows * 28 * 4 <= 8 * 2**20
 
 
 def test_writer_error_leaves_nothing(tmp_path, rng):
     out = tmp_path / "w.zarr"
     with pytest.raises(RuntimeError):
-        with data.create_dataset(out, 3) as w:
+        with convert_mod.create_dataset(out, 3) as w:
             w.append(rng.normal(size=(10, 3)), np.zeros(10))
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
-    w = data.create_dataset(out, 3)
+    w = convert_mod.create_dataset(out, 3)
     with pytest.raises(InputError, match="shape"):
         w.append(rng.normal(size=(10, 4)))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_writer_refuses_lossy_target_change(tmp_path):
-    w = data.create_dataset(tmp_path / "w.zarr", 1)
+    w = convert_mod.create_dataset(tmp_path / "w.zarr", 1)
     w.append(np.zeros((2, 1)), np.array([1, 2]))
     w.append(np.zeros((2, 1)), np.array([3.0, 4.0]))  # integral floats are fine
     with pytest.raises(DataError, match="one kind of value"):
@@ -388,18 +389,18 @@ def test_writer_refuses_lossy_target_change(tmp_path):
 
 def test_writer_with_no_rows_is_an_error(tmp_path):
     with pytest.raises(DataError, match="No rows"):
-        data.create_dataset(tmp_path / "w.zarr", 2).close()
+        convert_mod.create_dataset(tmp_path / "w.zarr", 2).close()
     assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_output_needs_overwrite(tmp_path, rng):
     out = tmp_path / "w.zarr"
-    w = data.create_dataset(out, 2)
+    w = convert_mod.create_dataset(out, 2)
     w.append(np.ones((3, 2)))
     w.close()
     with pytest.raises(InputError, match="already exists.*--overwrite"):
-        data.create_dataset(out, 2)
-    w = data.create_dataset(out, 2, overwrite=True)
+        convert_mod.create_dataset(out, 2)
+    w = convert_mod.create_dataset(out, 2, overwrite=True)
     w.append(np.zeros((5, 2)))
     assert w.close().n_rows == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.zarr"]
@@ -410,14 +411,14 @@ def test_overwrite_never_replaces_a_non_zarr_folder(tmp_path):
     precious.mkdir()
     (precious / "thesis.tex").write_text("x")
     with pytest.raises(InputError, match="not a Zarr store"):
-        data.create_dataset(precious, 2, overwrite=True)
+        convert_mod.create_dataset(precious, 2, overwrite=True)
     assert (precious / "thesis.tex").exists()
 
 
 def test_small_dataset_gets_a_chunk_of_its_own_size(tmp_path, rng):
     # a stored chunk takes its full size on disk: 10 rows must not cost 8 MiB
-    w = data.create_dataset(tmp_path / "s.zarr", 3)
+    w = convert_mod.create_dataset(tmp_path / "s.zarr", 3)
     w.append(rng.normal(size=(10, 3)), np.arange(10))
     ds = w.close()
     assert ds.chunk_rows == 10
-    assert data.describe(ds)["bytes_on_disk"] < 10_000
+    assert convert_mod.describe(ds)["bytes_on_disk"] < 10_000

@@ -5,7 +5,8 @@ import pytest
 
 from bigrfm import RFMClassifier, RFMRegressor
 from bigrfm.agop import agop_from_sums, kernel_agop_block
-from bigrfm.data import create_dataset, open_dataset
+from bigrfm.convert import create_dataset
+from bigrfm.data import open_dataset
 from bigrfm.kernels import LaplaceKernel
 from bigrfm.prepare import Prepare, RowSelect
 from bigrfm.predictors import KernelPredictor
