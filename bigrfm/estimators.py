@@ -334,7 +334,7 @@ class _BaseRFM(BaseEstimator):
         self.predictor_ = predictor
         self.M_ = np.asarray(state.best_M)
         self.centers_ = getattr(predictor, "centers", None)
-        self.dual_coef_ = getattr(predictor, "alpha", None)
+        self.dual_coef_ = getattr(predictor, "alpha", getattr(predictor, "w", None))
         self.best_iter_ = int(state.best_iter)
         self.history_ = [r.as_dict() for r in state.history]
         self.solver_ = pre.solver

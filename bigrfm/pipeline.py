@@ -153,7 +153,7 @@ def _resolve_solver(name: str, n_train: int, config: ExecConfig) -> str:
     return "exact" if n_train <= exact_row_limit(config.memory_budget) else "nystrom"
 
 
-def _make_solver(name: str, params: RFMParams, settings: FitSettings, n_features: int, rng: np.random.Generator) -> Any:
+def _make_solver(name: str, params: RFMParams, settings: FitSettings, rng: np.random.Generator) -> Any:
     if name == "exact":
         from .solvers.exact import ExactSolver  # noqa: PLC0415
 
@@ -308,7 +308,7 @@ def fit_dataset(
         progress=progress,
         device=device,
     )
-    solver = _make_solver(solver_name, params, settings, d, rng_solver)
+    solver = _make_solver(solver_name, params, settings, rng_solver)
     log.info("fit: n_train=%d n_val=%d d=%d solver=%s centers=%d", n_train, pre.n_val, d, solver_name, centers.shape[0])
     state = run(ctx, params, solver, state, on_iteration=on_iteration)
     return FitResult(state, pre)

@@ -79,12 +79,6 @@ class FitContext:
     progress: Callable[..., None] | None = None
     device: str = "cpu"
 
-    @property
-    def n_outputs(self) -> int:
-        if self.center_targets is not None:
-            return int(self.center_targets.shape[1])
-        return int(self.Y_val.shape[1])
-
 
 class Solver(Protocol):
     """Fits the kernel ridge step for a fixed metric M."""
