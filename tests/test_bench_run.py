@@ -1,0 +1,111 @@
+"""benchmarks/run.py machinery on breast cancer with a 1 x 1 grid (one seed, one RFM iteration).
+
+xRFM runs only when it imports in this interpreter (the xRFM venv); otherwise
+run.py skips it and says so. Nothing is written to benchmarks/RESULTS.md: the
+report, the JSON records and the plot go to tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCH)
+import run  # noqa: E402
+import search  # noqa: E402
+
+
+def _table(text: str, first_col: str) -> list[list[str]]:
+    lines = [ln for ln in text.splitlines() if ln.startswith("| " + first_col + " |")]
+    assert lines, f"no table starting with {first_col!r} in:\n{text}"
+    start = text.splitlines().index(lines[0])
+    rows = []
+    for ln in text.splitlines()[start:]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip("|").split("|")])
+    return rows
+
+
+def test_quick_suite_on_breast_cancer(tmp_path):
+    pytest.importorskip("sklearn")
+    results, records, png = tmp_path / "RESULTS.md", tmp_path / "run.json", tmp_path / "acc.png"
+    real_results = os.path.join(BENCH, "RESULTS.md")
+    before = os.path.getmtime(real_results) if os.path.exists(real_results) else None
+    argv = ["--suite", "quick", "--only", "breast_cancer", "--seeds", "0", "--bandwidths", "10", "--regs", "1e-2",
+            "--iters", "1", "--results", str(results), "--json", str(records)]
+    have_plot = True
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        have_plot = False
+    if have_plot:
+        argv += ["--plot", str(png)]
+    # a subprocess: run.py sets OMP_WAIT_POLICY=PASSIVE before libgomp loads, which it cannot do
+    # inside pytest once scikit-learn is imported (spinning OpenMP threads make HistGB 20x slower
+    # on a loaded machine)
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "run.py"), *argv], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    text = results.read_text()
+    assert text.count("## run.py --suite quick --only breast_cancer") == 1
+    assert "Machine: `" in text and "nproc=" in text and "Command: `" in text
+
+    xrfm_ok = run.xrfm_available() is None
+    methods = ["bigrfm RFM", "bigrfm kernel (iters=0)"] + (["xRFM"] if xrfm_ok else []) + ["HistGB"]
+    scores = _table(text, "dataset")
+    assert scores[0] == ["dataset", "n_train × d", "metric", *methods, "RFM config per seed (t = selected iteration)"]
+    assert len(scores) == 3 and scores[2][0] == "breast_cancer"
+    assert scores[2][1] == "341 × 30" and scores[2][2] == "accuracy ↑"
+    for v in scores[2][3 : 3 + len(methods)]:
+        assert 0.85 <= float(v) <= 1.0
+    assert scores[2][-1].startswith("L=10 reg=1e-02 t=")
+
+    times = _table(text.split("Seconds (median over seeds):")[1], "dataset")
+    expect = ["dataset", "bigrfm search s (whole grid)"] + [f"{m} {k} s" for m in methods for k in ("fit", "predict")]
+    assert times[0] == expect
+    assert all(float(v) >= 0 for v in times[2][1:])
+    if not xrfm_ok:
+        assert "xRFM skipped: not importable" in text
+
+    data = json.loads(records.read_text())
+    recs = data["records"]
+    assert {r["method"] for r in recs} == {"rfm", "kernel", "hgb"} | ({"xrfm"} if xrfm_ok else set())
+    assert all(r["dataset"] == "breast_cancer" and r["seed"] == 0 and "error" not in r for r in recs)
+    rfm = next(r for r in recs if r["method"] == "rfm")
+    assert rfm["params"] == {"bandwidth": 10.0, "reg": 0.01, "diag": False} and rfm["solver"] == "exact"
+    if have_plot:
+        assert png.stat().st_size > 1000
+    after = os.path.getmtime(real_results) if os.path.exists(real_results) else None
+    assert before == after, "the test must not touch benchmarks/RESULTS.md"
+
+
+def test_search_uses_validation_only_and_breaks_ties_by_mse():
+    # the split passed as "test" never reaches search_rfm: it takes train and validation only
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 4))
+    y = (X[:, 0] + 0.3 * X[:, 1] > 0).astype(np.int64)
+    grid = {"bandwidth": [1.0, 10.0], "reg": [1e-2]}
+    res = search.search_rfm("classification", X[:80], y[:80], X[80:], y[80:], grid, 0, iters=1)
+    assert [t.params for t in res.trials] == search.grid_points(grid)
+    a, b = res.trials
+    ka, kb = (a.val_accuracy, -a.val_mse), (b.val_accuracy, -b.val_mse)
+    assert a.key == ka and b.key == kb
+    assert res.params == (b.params if kb > ka else a.params)  # equal keys: the first grid point
+    assert res.model.get_params()["bandwidth"] == res.params["bandwidth"]
+    assert res.kernel_params == max(res.trials, key=lambda t: t.key_iter0).params
+
+
+def test_resolve_only():
+    assert run.resolve_only("quick", "diamonds") == ["diamonds-n2000"]
+    assert run.resolve_only("quick", "keel") == [f"keel-{k}" for k in run.QUICK_KEEL]
+    assert run.resolve_only("quick", "breast_cancer,digits") == ["breast_cancer", "digits"]
+    with pytest.raises(SystemExit):
+        run.resolve_only("quick", "no_such_set")
