@@ -54,7 +54,13 @@ def metric_factor(M: Any, rtol: float = 1e-12) -> Any:
     M = xp.asarray(M, dtype=np.float64)
     if M.ndim == 1:
         return xp.sqrt(xp.clip(M, 0.0, None))
-    evals, evecs = xp.linalg.eigh((M + M.T) / 2)
+    if xp is np and M.shape[0] < 1000:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+        with threadpool_limits(1):  # small eigh: BLAS threads only spin on busy cores
+            evals, evecs = np.linalg.eigh((M + M.T) / 2)
+    else:
+        evals, evecs = xp.linalg.eigh((M + M.T) / 2)
     keep = evals > rtol * float(xp.max(xp.abs(evals)))
     if not bool(keep.any()):
         # M = 0 only happens when the predictor is constant; keep one zero column

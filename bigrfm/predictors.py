@@ -9,6 +9,7 @@ take a block of prepared rows and those arrays.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -68,11 +69,16 @@ class KernelPredictor:
         """False: the AGOP sums are H^T H and the metric M is applied once at the end."""
         return False
 
-    def broadcast(self, xp: Any = np, dtype: Any = np.float64) -> dict[str, Any]:
-        """The arrays a predict or AGOP pass needs, on ``xp`` in ``dtype`` (norms in float64 first)."""
+    @functools.cached_property
+    def _mapped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # S, Zt, |Zt|^2 in float64, computed once per predictor (an eigendecomposition)
         S = metric_factor(np.asarray(self.M, dtype=REDUCE_DTYPE))
         Zt = apply_metric(np.asarray(self.centers, dtype=REDUCE_DTYPE), S)
-        zsq = np.einsum("ij,ij->i", Zt, Zt)
+        return S, Zt, np.einsum("ij,ij->i", Zt, Zt)
+
+    def broadcast(self, xp: Any = np, dtype: Any = np.float64) -> dict[str, Any]:
+        """The arrays a predict or AGOP pass needs, on ``xp`` in ``dtype`` (norms in float64 first)."""
+        S, Zt, zsq = self._mapped
         return {
             "kernel": self.kernel,
             "S": to_device(S, xp, dtype),
