@@ -1,0 +1,246 @@
+"""Kernel-pass throughput next to the GEMM rate of the same process.
+
+Run from the repository root::
+
+    python benchmarks/bench_kernel.py --quick        # ~3 minutes: b=16384, m=2000
+    python benchmarks/bench_kernel.py                # d in 9,32,128,784; m in 2000,8000; b=65536
+
+For each thread mode, dtype (float32, float64), d and m, one block of b rows
+(standard normal, a random full-rank metric M, Laplace kernel, bandwidth 10)
+is pushed through the three block functions of a pass:
+
+- ``gram``: ``bigrfm.solvers.nystrom.gram_matvec_block(X, None, kernel, S, Zt, zsq, v)``,
+  i.e. K_b^T (K_b v) with v of c columns (one CG iteration's work for a block);
+- ``agop``: ``bigrfm.agop.kernel_agop_block`` (the AGOP partial sums);
+- ``predict``: ``bigrfm.predictors.kernel_predict_block`` (K_b alpha).
+
+The arguments come from ``KernelPredictor(kernel, M, Z, alpha).broadcast(np, dtype)``.
+Each is timed ``--repeats`` times (median). Reported: kernel entries per second
+(b*m / seconds) and the fraction of the GEMM rate measured in the same process
+that the flop count would need. The machine is shared and its load swings
+within minutes, so every run of a block function is paired with a GEMM-rate
+measurement right before it (a 2048^3 matmul, run the way the mode runs
+blocks); the fraction is the median over the pairs. The 4096^3 rate (median of
+3) before and after each section is reported in the header as well.
+
+    gram    2bmd + 4bmc                 (+ 2bd^2 for the metric map X S)
+    predict 2bmd + 2bmc                 (+ 2bd^2)
+    agop    2bmd + 2bmc + 2bmcd + 2bcd^2 (+ 2bd^2)
+
+"fraction" = (flops / GEMM rate) / measured seconds, without and with the
+metric map (which the brief's formula leaves out but the code does: X @ S is a
+b x d x d GEMM for a full metric).
+
+Thread modes:
+
+- ``1``: ``threadpoolctl.threadpool_limits(1)``: one block on one thread.
+- ``2``: the same b rows as two blocks of b/2 on two Python threads, BLAS
+  limited to one thread each: how the engine's thread backend runs a pass
+  (numpy releases the GIL in GEMMs and ufuncs). Its GEMM rate is two
+  concurrent single-thread matmuls.
+- ``2blas`` (optional): one block, BLAS with 2 threads (element-wise work stays
+  on one thread).
+
+Prints a markdown table and appends it to benchmarks/RESULTS.md with the
+command, machine, BLAS and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from bigrfm.agop import kernel_agop_block
+from bigrfm.kernels import make_kernel
+from bigrfm.predictors import KernelPredictor, kernel_predict_block
+from bigrfm.solvers.nystrom import gram_matvec_block
+
+HERE = Path(__file__).resolve().parent
+GEMM_N = 4096
+
+
+def median_time(fn, repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def gemm_rate(dtype, mode: str, repeats: int = 3, n: int = GEMM_N) -> float:
+    """GFLOP/s of n^3 matmuls (median of ``repeats``), run the way ``mode`` runs blocks."""
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((n, n)).astype(dtype)
+    B = rng.standard_normal((n, n)).astype(dtype)
+    flops = 2.0 * n**3
+    if mode == "2":
+        with cf.ThreadPoolExecutor(2) as pool, threadpool_limits(1, user_api="blas"):
+            A2, B2 = A.copy(), B.copy()
+            s = median_time(lambda: list(pool.map(lambda ab: ab[0] @ ab[1], [(A, B), (A2, B2)])), repeats)
+        return 2 * flops / s / 1e9
+    with threadpool_limits(2 if mode == "2blas" else 1, user_api="blas"):
+        A @ B  # warm-up (thread pool start)
+        s = median_time(lambda: A @ B, repeats)
+    return flops / s / 1e9
+
+
+def flops_of(op: str, b: int, m: int, d: int, c: int) -> tuple[float, float]:
+    """(flops of the brief's formula, flops of the metric map X S)."""
+    base = {
+        "gram": 2 * b * m * d + 4 * b * m * c,
+        "predict": 2 * b * m * d + 2 * b * m * c,
+        "agop": 2 * b * m * d + 2 * b * m * c + 2 * b * m * c * d + 2 * b * c * d * d,
+    }[op]
+    return float(base), float(2 * b * d * d)
+
+
+def make_args(d: int, m: int, c: int, dtype, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((d, d))
+    M = A @ A.T / d + 0.1 * np.eye(d)  # full rank, like a learned AGOP metric
+    M /= M.max()
+    Z = rng.standard_normal((m, d))
+    alpha = rng.standard_normal((m, c)) / m
+    bc = KernelPredictor(make_kernel("laplace", 10.0), M, Z, alpha).broadcast(np, dtype)
+    v = rng.standard_normal((m, c)).astype(dtype)
+    return {"bc": bc, "v": v}
+
+
+def run_op(op: str, X: np.ndarray, a: dict):
+    bc = a["bc"]
+    if op == "gram":
+        return gram_matvec_block(X, None, kernel=bc["kernel"], S=bc["S"], Zt=bc["Zt"], zsq=bc["zsq"], v=a["v"])
+    if op == "agop":
+        return kernel_agop_block(X, None, **bc)
+    return kernel_predict_block(X, None, **bc)
+
+
+PAIR_N = 2048
+
+
+def time_op(op: str, X: np.ndarray, a: dict, mode: str, repeats: int, pool, flops: float) -> tuple[float, float, float]:
+    """(median seconds, median adjacent GEMM GFLOP/s, median fraction flops/GEMM-rate/seconds)."""
+    if mode == "2":
+        half = X.shape[0] // 2
+        parts = [X[:half], X[half:]]
+        fn = lambda: list(pool.map(lambda P: run_op(op, P, a), parts))  # noqa: E731
+    else:
+        fn = lambda: run_op(op, X, a)  # noqa: E731
+    ts, gs, fs = [], [], []
+    for _ in range(repeats):
+        g = gemm_rate(X.dtype, mode, repeats=1, n=PAIR_N)
+        t = time.perf_counter()
+        fn()
+        t = time.perf_counter() - t
+        ts.append(t)
+        gs.append(g)
+        fs.append(flops / (g * 1e9) / t)
+    return statistics.median(ts), statistics.median(gs), statistics.median(fs)
+
+
+def blas_line() -> str:
+    info = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, {i.get('threading_layer')}, {i.get('num_threads')} threads by default)"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return "; ".join(info) or "unknown"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dims", default="9,32,128,784")
+    p.add_argument("--centers", default="2000,8000")
+    p.add_argument("--rows", type=int, default=65536, help="rows b of the block")
+    p.add_argument("--outputs", type=int, default=1, help="c: columns of v / alpha")
+    p.add_argument("--dtypes", default="float32,float64")
+    p.add_argument("--modes", default="1,2", help="comma list of 1, 2, 2blas")
+    p.add_argument("--ops", default="gram,agop,predict")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="b=16384, m=2000 only")
+    p.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    p.add_argument("--no-append", action="store_true")
+    p.add_argument("--note", default="")
+    args = p.parse_args()
+    if args.quick:
+        args.rows, args.centers = 16384, "2000"
+    dims = [int(x) for x in args.dims.split(",")]
+    centers = [int(x) for x in args.centers.split(",")]
+    modes = args.modes.split(",")
+    ops = args.ops.split(",")
+    b, c = args.rows, args.outputs
+    t_start = time.perf_counter()
+
+    rows = []
+    gemm_notes = []
+    pool = cf.ThreadPoolExecutor(2)
+    for mode in modes:
+        for dtname in args.dtypes.split(","):
+            dtype = np.dtype(dtname)
+            g0 = gemm_rate(dtype, mode)
+            for d in dims:
+                X = np.random.default_rng(2).standard_normal((b, d)).astype(dtype)
+                for m in centers:
+                    a = make_args(d, m, c, dtype)
+                    limit = 2 if mode == "2blas" else 1
+                    with threadpool_limits(limit, user_api="blas"):
+                        run_op("predict", X[:256], a)  # warm-up
+                        for op in ops:
+                            base, xs = flops_of(op, b, m, d, c)
+                            s, g, f1 = time_op(op, X, a, mode, args.repeats, pool, base + xs)
+                            f0 = f1 * base / (base + xs)
+                            rows.append((mode, dtname, d, m, op, s, b * m / s, (base + xs) / s / 1e9, g, f0, f1))
+                            print(f"mode={mode} {dtname} d={d} m={m} {op}: {s:.3f} s  {b * m / s:.3g} entries/s  "
+                                  f"GEMM {g:.1f} GFLOP/s  fraction {f0:.0%} / {f1:.0%}", flush=True)
+            g1 = gemm_rate(dtype, mode)
+            gemm_notes.append(f"mode {mode}, {dtname}: {g0:.1f} GFLOP/s before, {g1:.1f} after")
+            print(gemm_notes[-1], flush=True)
+    pool.shutdown()
+    wall = time.perf_counter() - t_start
+
+    mode_name = {"1": "1 thread", "2": "2 threads (2 blocks of b/2, BLAS 1 each)", "2blas": "1 block, BLAS 2 threads"}
+    lines = [
+        "| threads | dtype | d | m | block function | median s | kernel entries/s | GFLOP/s (incl. XS) | GEMM GFLOP/s (paired) | fraction of GEMM (brief flops) | fraction (incl. XS) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (mode, dtn, d, m, op, s, eps, gfl, g, f0, f1) in rows:
+        lines.append(f"| {mode_name[mode]} | {dtn} | {d} | {m:,} | {op} | {s:.3f} | {eps:.3g} | {gfl:.1f} | {g:.1f} | {f0:.0%} | {f1:.0%} |")
+    table = "\n".join(lines)
+    print()
+    print(table)
+
+    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    cmd = "python benchmarks/bench_kernel.py " + " ".join(sys.argv[1:])
+    report = (
+        f"\n## bench_kernel — {datetime.date.today().isoformat()}\n\n"
+        f"Command: `{cmd.strip()}` ({wall:.0f}s)  \n"
+        f"Machine: `{uname}`, nproc={os.cpu_count()}, Python {platform.python_version()}, numpy {np.__version__}, "
+        f"BLAS: {blas_line()}; load average at the end {load} (shared machine)  \n"
+        f"Block: b={b:,} rows, c={c} output(s), Laplace kernel (bandwidth 10), random full-rank metric M; "
+        f"median of {args.repeats} runs. \"GEMM GFLOP/s\": a {PAIR_N}³ matmul run right before each timed run "
+        f"(median over the runs); fractions are medians over those pairs. {GEMM_N}³ matmul, median of 3, "
+        f"before and after each section: {'; '.join(gemm_notes)}.  \n"
+        "Flops: gram 2bmd+4bmc, predict 2bmd+2bmc, agop 2bmd+2bmc+2bmcd+2bcd²; "
+        "\"incl. XS\" adds the metric map X·S (2bd²). Fraction = time those flops need at the GEMM rate / measured time.\n"
+    )
+    if args.note:
+        report += f"{args.note}\n"
+    report += "\n" + table + "\n"
+    if not args.no_append:
+        with open(args.results, "a") as f:
+            f.write(report)
+        print(f"\nappended to {args.results}")
+
+
+if __name__ == "__main__":
+    main()
