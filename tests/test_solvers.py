@@ -11,7 +11,7 @@ from bigrfm.kernels import LaplaceKernel
 from bigrfm.prepare import Prepare
 from bigrfm.rfm import FitContext
 from bigrfm.solvers.exact import ExactSolver, kernel_matrix
-from bigrfm.solvers.nystrom import NystromSolver
+from bigrfm.solvers.nystrom import FalkonPreconditioner, NystromSolver
 
 
 def make_data(n=120, d=4, seed=0):
@@ -64,6 +64,36 @@ def test_preconditioned_cg_equals_dense_nystrom_solve(engine):
     np.testing.assert_allclose(Knm @ ny.alpha, Knm @ alpha, rtol=1e-6, atol=1e-8)
     # Falkon's preconditioner makes the system well conditioned: few passes
     assert info["cg_iters"] <= 30
+
+
+def test_falkon_preconditioner_matches_the_formulas():
+    """T, A and the operator of ALGORITHM.md 3, written naively with dense inverses."""
+    X, _ = make_data(150)
+    Z = X[::3]
+    kernel, M = LaplaceKernel(2.0), np.eye(4)
+    n, m, lam = X.shape[0], Z.shape[0], 1e-3 / X.shape[0]
+    Kmm, Knm = kernel_matrix(kernel, M, Z, Z), kernel_matrix(kernel, M, X, Z)
+    pre = FalkonPreconditioner.build(Kmm, lam, "float64")
+    np.testing.assert_allclose(pre.T.T @ pre.T, Kmm, atol=1e-10)
+    np.testing.assert_allclose(pre.A.T @ pre.A, pre.T @ pre.T.T / m + lam * np.eye(m), atol=1e-12)
+    assert np.allclose(np.tril(pre.A, -1), 0) and np.allclose(np.tril(pre.T, -1), 0)
+    Ti, Ai = np.linalg.inv(pre.T), np.linalg.inv(pre.A)
+    beta = np.random.default_rng(2).normal(size=(m, 3))
+    dense = Ai.T @ (Ti.T @ Knm.T @ Knm @ Ti @ Ai @ beta / n + lam * Ai @ beta)
+    got = pre.operator(beta, lambda u: Knm.T @ (Knm @ u), n)
+    np.testing.assert_allclose(got, dense, rtol=1e-7, atol=1e-9 * np.abs(dense).max())
+    np.testing.assert_allclose(pre.apply_t(Knm.T @ (Knm @ pre.apply(beta))) / n + pre.reg_term(beta), dense,
+                               rtol=1e-7, atol=1e-9 * np.abs(dense).max())
+    np.testing.assert_allclose(pre.apply(pre.to_beta(beta)), beta, rtol=1e-6, atol=1e-8)
+
+
+def test_falkon_preconditioner_rejects_non_finite_kernel():
+    from bigrfm.exceptions import SolverError
+
+    Kmm = np.eye(5)
+    Kmm[2, 3] = Kmm[3, 2] = np.nan
+    with pytest.raises(SolverError, match="Cholesky"):
+        FalkonPreconditioner.build(Kmm, 1e-3, "float64")
 
 
 def test_warm_start_reaches_the_same_solution_in_fewer_passes(engine):
