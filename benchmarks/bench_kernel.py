@@ -42,7 +42,16 @@ Thread modes:
   on one thread).
 
 Prints a markdown table and appends it to benchmarks/RESULTS.md with the
-command, machine, BLAS and date.
+command, machine, BLAS and date, and writes the rows as JSON (``--json``,
+default benchmarks/_data/kernel-<date>.json) for ``plots.py --throughput``::
+
+    {"meta": {"date", "command", "seconds", "machine", "nproc", "python", "numpy", "blas",
+              "loadavg_end", "rows", "outputs", "repeats", "gemm_n", "pair_gemm_n",
+              "gemm_sections": [{"mode", "dtype", "before", "after"}], "note"},
+     "records": [{"mode", "threads", "dtype", "d", "m", "op", "rows", "outputs", "median_s",
+                  "entries_per_s", "gflops_incl_xs", "gemm_gflops", "fraction", "fraction_incl_xs"}]}
+
+one record per table row (fractions as fractions, not percent; GFLOP/s in 1e9 flop/s).
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -130,7 +140,8 @@ def run_op(op: str, X: np.ndarray, a: dict):
 PAIR_N = 2048
 
 
-def time_op(op: str, X: np.ndarray, a: dict, mode: str, repeats: int, pool, flops: float) -> tuple[float, float, float]:
+def time_op(op: str, X: np.ndarray, a: dict, mode: str, repeats: int, pool, flops: float,
+            pair_n: int = PAIR_N) -> tuple[float, float, float]:
     """(median seconds, median adjacent GEMM GFLOP/s, median fraction flops/GEMM-rate/seconds)."""
     if mode == "2":
         half = X.shape[0] // 2
@@ -140,7 +151,7 @@ def time_op(op: str, X: np.ndarray, a: dict, mode: str, repeats: int, pool, flop
         fn = lambda: run_op(op, X, a)  # noqa: E731
     ts, gs, fs = [], [], []
     for _ in range(repeats):
-        g = gemm_rate(X.dtype, mode, repeats=1, n=PAIR_N)
+        g = gemm_rate(X.dtype, mode, repeats=1, n=pair_n)
         t = time.perf_counter()
         fn()
         t = time.perf_counter() - t
@@ -156,7 +167,7 @@ def blas_line() -> str:
     return "; ".join(info) or "unknown"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dims", default="9,32,128,784")
     p.add_argument("--centers", default="2000,8000")
@@ -170,7 +181,12 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     p.add_argument("--no-append", action="store_true")
     p.add_argument("--note", default="")
-    args = p.parse_args()
+    p.add_argument("--json", default=None,
+                   help="rows as JSON for plots.py --throughput (default benchmarks/_data/kernel-<date>.json; '' = none)")
+    p.add_argument("--gemm-n", type=int, default=GEMM_N, help="size of the before/after GEMM-rate matmul")
+    p.add_argument("--pair-n", type=int, default=PAIR_N, help="size of the GEMM-rate matmul paired with each timed run")
+    args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     if args.quick:
         args.rows, args.centers = 16384, "2000"
     dims = [int(x) for x in args.dims.split(",")]
@@ -182,11 +198,12 @@ def main() -> None:
 
     rows = []
     gemm_notes = []
+    gemm_sections = []
     pool = cf.ThreadPoolExecutor(2)
     for mode in modes:
         for dtname in args.dtypes.split(","):
             dtype = np.dtype(dtname)
-            g0 = gemm_rate(dtype, mode)
+            g0 = gemm_rate(dtype, mode, n=args.gemm_n)
             for d in dims:
                 X = np.random.default_rng(2).standard_normal((b, d)).astype(dtype)
                 for m in centers:
@@ -196,13 +213,14 @@ def main() -> None:
                         run_op("predict", X[:256], a)  # warm-up
                         for op in ops:
                             base, xs = flops_of(op, b, m, d, c)
-                            s, g, f1 = time_op(op, X, a, mode, args.repeats, pool, base + xs)
+                            s, g, f1 = time_op(op, X, a, mode, args.repeats, pool, base + xs, args.pair_n)
                             f0 = f1 * base / (base + xs)
                             rows.append((mode, dtname, d, m, op, s, b * m / s, (base + xs) / s / 1e9, g, f0, f1))
                             print(f"mode={mode} {dtname} d={d} m={m} {op}: {s:.3f} s  {b * m / s:.3g} entries/s  "
                                   f"GEMM {g:.1f} GFLOP/s  fraction {f0:.0%} / {f1:.0%}", flush=True)
-            g1 = gemm_rate(dtype, mode)
+            g1 = gemm_rate(dtype, mode, n=args.gemm_n)
             gemm_notes.append(f"mode {mode}, {dtname}: {g0:.1f} GFLOP/s before, {g1:.1f} after")
+            gemm_sections.append({"mode": mode, "dtype": dtname, "before": g0, "after": g1})
             print(gemm_notes[-1], flush=True)
     pool.shutdown()
     wall = time.perf_counter() - t_start
@@ -220,15 +238,15 @@ def main() -> None:
 
     uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    cmd = "python benchmarks/bench_kernel.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/bench_kernel.py " + " ".join(argv)
     report = (
         f"\n## bench_kernel — {datetime.date.today().isoformat()}\n\n"
         f"Command: `{cmd.strip()}` ({wall:.0f}s)  \n"
         f"Machine: `{uname}`, nproc={os.cpu_count()}, Python {platform.python_version()}, numpy {np.__version__}, "
         f"BLAS: {blas_line()}; load average at the end {load} (shared machine)  \n"
         f"Block: b={b:,} rows, c={c} output(s), Laplace kernel (bandwidth 10), random full-rank metric M; "
-        f"median of {args.repeats} runs. \"GEMM GFLOP/s\": a {PAIR_N}³ matmul run right before each timed run "
-        f"(median over the runs); fractions are medians over those pairs. {GEMM_N}³ matmul, median of 3, "
+        f"median of {args.repeats} runs. \"GEMM GFLOP/s\": a {args.pair_n}³ matmul run right before each timed run "
+        f"(median over the runs); fractions are medians over those pairs. {args.gemm_n}³ matmul, median of 3, "
         f"before and after each section: {'; '.join(gemm_notes)}.  \n"
         "Flops: gram 2bmd+4bmc, predict 2bmd+2bmc, agop 2bmd+2bmc+2bmcd+2bcd²; "
         "\"incl. XS\" adds the metric map X·S (2bd²). Fraction = time those flops need at the GEMM rate / measured time.\n"
@@ -240,6 +258,26 @@ def main() -> None:
         with open(args.results, "a") as f:
             f.write(report)
         print(f"\nappended to {args.results}")
+
+    json_path = args.json if args.json is not None else str(HERE / "_data" / f"kernel-{datetime.date.today().isoformat()}.json")
+    if json_path:
+        meta = {
+            "date": datetime.date.today().isoformat(), "command": cmd.strip(), "seconds": wall, "machine": uname,
+            "nproc": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__, "blas": blas_line(),
+            "loadavg_end": load, "rows": b, "outputs": c, "repeats": args.repeats, "gemm_n": args.gemm_n,
+            "pair_gemm_n": args.pair_n, "gemm_sections": gemm_sections, "note": args.note,
+        }
+        records = [
+            {"mode": mode, "threads": mode_name[mode], "dtype": dtn, "d": d, "m": m, "op": op, "rows": b, "outputs": c,
+             "median_s": s, "entries_per_s": eps, "gflops_incl_xs": gfl, "gemm_gflops": g, "fraction": f0,
+             "fraction_incl_xs": f1}
+            for (mode, dtn, d, m, op, s, eps, gfl, g, f0, f1) in rows
+        ]
+        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump({"meta": meta, "records": records}, f, indent=1)
+            f.write("\n")
+        print(f"records -> {json_path}")
 
 
 if __name__ == "__main__":

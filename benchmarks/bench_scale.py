@@ -11,7 +11,15 @@ LocalCluster with 2 workers; HGB and xRFM through small python -c programs),
 so peak memory is measured the same way for all: psutil samples the RSS of the
 child and all its descendants (the Dask workers) every 50 ms. The test split
 is the fixed 100,000 rows of the protocol; the validation split the fixed
-50,000 rows. Appends a table to benchmarks/RESULTS.md.
+50,000 rows. Appends a table to benchmarks/RESULTS.md and writes the rows as
+JSON (``--json``, default benchmarks/_data/scale-<date>.json, rewritten after
+every fit) for ``plots.py --scale``::
+
+    {"meta": {"date", "command", "bigrfm_args", "machine", "sizes", "timeout", "peak_rss"},
+     "records": [{"method", "n", "fit_s", "wall_s", "peak_rss_gb", "rmse",
+                  ["best_iter", "cg_iters"] (bigrfm), ["error"] (failed: fit_s and rmse null)}]}
+
+peak_rss_gb is bytes / 2**30 (the "GB" of the table).
 """
 
 from __future__ import annotations
@@ -108,6 +116,29 @@ def peer_run(kind: str, n: int, python: str, timeout: float) -> dict:
     return {**json.loads(res.stdout.strip().splitlines()[-1]), "wall_s": wall, "peak_rss": peak}
 
 
+def record(name: str, n: int, r: dict) -> dict:
+    """One JSON record (the schema of benchmarks/results/scale-*.json) from a (method, n, result) row."""
+    rec = {"method": name, "n": n, "fit_s": r.get("fit_s"), "wall_s": r.get("wall_s"),
+           "peak_rss_gb": r["peak_rss"] / 2**30 if r.get("peak_rss") else None, "rmse": r.get("rmse")}
+    if "error" in r:
+        rec["fit_s"] = rec["rmse"] = None
+        rec["error"] = r["error"]
+    for k in ("best_iter", "cg_iters"):
+        if k in r:
+            rec[k] = r[k]
+    return rec
+
+
+def write_json(path: str, meta: dict, rows: list) -> None:
+    """Write {"meta", "records"} to path (atomically: a run cut short keeps the last complete file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"meta": meta, "records": [record(*row) for row in rows]}, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="200000,1000000,2850000")
@@ -118,20 +149,35 @@ def main() -> None:
     ap.add_argument("--no-hgb", action="store_true")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--results", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--json", default=None,
+                    help="rows as JSON for plots.py --scale (default benchmarks/_data/scale-<date>.json; '' = none)")
     a = ap.parse_args()
+    json_path = a.json if a.json is not None else str(HERE / "_data" / f"scale-{datetime.date.today()}.json")
+    meta = {"date": str(datetime.date.today()), "command": f"python benchmarks/bench_scale.py {' '.join(sys.argv[1:])}",
+            "bigrfm_args": a.bigrfm_args,
+            "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+                       f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
+            "sizes": [int(s) for s in a.sizes.split(",")], "timeout": a.timeout,
+            "peak_rss": "whole process tree (psutil, 50 ms)"}
     rows = []
     for n in [int(s) for s in a.sizes.split(",")]:
         r = bigrfm_run(n, a.bigrfm_args.split(), HERE / "_out" / f"flights-{n}", a.timeout)
         rows.append(("bigrfm", n, r))
         print("bigrfm", n, r, flush=True)
+        if json_path:
+            write_json(json_path, meta, rows)
         if not a.no_hgb:
             r = peer_run("hgb", n, sys.executable, a.timeout)
             rows.append(("HistGradientBoosting", n, r))
             print("hgb", n, r, flush=True)
+            if json_path:
+                write_json(json_path, meta, rows)
         if a.xrfm and n <= a.xrfm_max:
             r = peer_run("xrfm", n, a.xrfm, a.timeout)
             rows.append(("xRFM (CPU)", n, r))
             print("xrfm", n, r, flush=True)
+            if json_path:
+                write_json(json_path, meta, rows)
     lines = ["| method | train rows | fit s | wall s | peak RSS GB | test RMSE | notes |", "|---|---|---|---|---|---|---|"]
     for name, n, r in rows:
         if "error" in r:
@@ -148,6 +194,8 @@ def main() -> None:
               f"Python {platform.python_version()}; peak RSS = whole process tree (psutil, 50 ms)\n\n")
     with open(a.results, "a") as f:
         f.write(header + table + "\n")
+    if json_path:
+        print(f"records -> {json_path}")
 
 
 if __name__ == "__main__":
