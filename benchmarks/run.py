@@ -71,12 +71,17 @@ SUITES = {
     # diamonds-n2000: the first 2,000 rows of the seed's training split (validation and test
     # unchanged): one fit on all 32k rows takes minutes on 2 cores, for bigrfm and xRFM alike, and
     # with 5,000 rows diamonds alone took 15 of the 25 minutes of the first quick run (load 7-14)
-    "quick": {"names": ["digits", "breast_cancer", "diamonds-n2000"] + [f"keel-{k}" for k in QUICK_KEEL],
-              "grid": search.QUICK_GRID},
+    # flights-n100000: the fixed flights-3m split (seed 0 by protocol) with the first 100,000 training rows
+    "quick": {"names": ["digits", "breast_cancer", "diamonds-n2000"] + [f"keel-{k}" for k in QUICK_KEEL]
+              + ["flights-n100000"],
+              "grid": search.QUICK_GRID, "seed_cap": {"flights-n100000": 1}},
     "full": {"names": None, "grid": search.FULL_GRID,  # filled in lazily: 40 KEEL sets + fashion_mnist + diamonds
              # fixed split (official test set); one fit takes many minutes on 2 cores: first seed only
              "seed_cap": {"fashion_mnist": 1}},
 }
+#: xRFM on CPU is skipped above this many training rows (default of --xrfm-max-train): on flights-3m
+#: at 200,000 rows it had no result after 23 minutes at 17.5 GB of the machine's 24 (RESULTS.md).
+XRFM_MAX_TRAIN = 60_000
 #: Grid for training splits above search.EXACT_MAX_ROWS (Nystrom fits are expensive on 2 cores).
 LARGE_GRID: dict[str, list] = {"bandwidth": [10.0], "reg": [1e-3], "diag": [False]}
 TIE = 1e-9
@@ -107,7 +112,7 @@ def resolve_only(suite: str, only: str | None) -> list[str]:
     if not only:
         return names
     out: list[str] = []
-    known = set(datasets.LOADERS) - {"flights"}
+    known = set(datasets.LOADERS)
     for tok in (t.strip() for t in only.split(",")):
         if not tok:
             continue
@@ -134,6 +139,9 @@ def load(name: str, seed: int) -> dict:
         base, rows = name, ""
     if base == "fashion_mnist":
         d = datasets.load_fashion_mnist()  # official test set, fixed validation split
+    elif base == "flights":
+        # one fixed split by protocol (permutation seed 0), whatever the run's seed
+        return datasets.load_flights(n_train=int(rows) if rows else None)
     else:
         d = datasets.load(base, seed=seed)
     if rows:
@@ -246,7 +254,8 @@ def run_hgb(d: dict, seed: int) -> dict:
             "n_iter": int(model.n_iter_)}
 
 
-def run_one(name: str, seed: int, methods: list[str], grid: dict, iters: int, log: Any) -> list[dict]:
+def run_one(name: str, seed: int, methods: list[str], grid: dict, iters: int, log: Any,
+            xrfm_max_train: int | None = XRFM_MAX_TRAIN) -> list[dict]:
     """All methods on one (dataset, seed); a failing method gives a record with ``error``."""
     d = load(name, seed)
     info = {"dataset": name, "seed": seed, "task": d["task"], "n_train": len(d["y_train"]), "n_val": len(d["y_val"]),
@@ -260,7 +269,9 @@ def run_one(name: str, seed: int, methods: list[str], grid: dict, iters: int, lo
     def add(rec: dict) -> None:
         rec = {**info, **rec}
         recs.append(rec)
-        if "error" in rec:
+        if "skipped" in rec:
+            msg = f"skipped: {rec['skipped']}"
+        elif "error" in rec:
             msg = f"ERROR {rec['error']}"
         else:
             msg = f"test {rec['test']:.4f}  fit {rec['fit_s']:.2f}s  predict {rec['predict_s']:.3f}s"
@@ -278,7 +289,9 @@ def run_one(name: str, seed: int, methods: list[str], grid: dict, iters: int, lo
             for m in ("rfm", "kernel"):
                 if m in methods:
                     add({"method": m, "error": f"{type(e).__name__}: {e}"})
-    if "xrfm" in methods:
+    if "xrfm" in methods and xrfm_max_train and n_train > xrfm_max_train:
+        add({"method": "xrfm", "skipped": f"{n_train:,} training rows > --xrfm-max-train {xrfm_max_train:,}"})
+    elif "xrfm" in methods:
         try:
             add(run_xrfm(d, seed))
         except Exception as e:  # noqa: BLE001
@@ -472,6 +485,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--grid", choices=["quick", "full"], default=None, help="grid of the search (default: the suite's)")
     p.add_argument("--max-train", type=int, default=None, help="skip datasets with more training rows (noted in the report)")
+    p.add_argument("--xrfm-max-train", type=int, default=XRFM_MAX_TRAIN,
+                   help=f"skip xRFM above this many training rows (default {XRFM_MAX_TRAIN:,}; 0 = never skip)")
     p.add_argument("--bandwidths", default=None, help="override the grid's bandwidths, e.g. 3,10")
     p.add_argument("--regs", default=None, help="override the grid's ridge values, e.g. 1e-4,1e-2")
     p.add_argument("--diag", choices=["off", "on", "both"], default=None, help="override the grid's diag values")
@@ -521,9 +536,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_train is not None and len(load(name, seed)["y_train"]) > args.max_train:
                 skipped.append(name)
                 break
-            records += run_one(name, seed, methods, grid, args.iters, sys.stderr)
+            try:
+                records += run_one(name, seed, methods, grid, args.iters, sys.stderr, args.xrfm_max_train)
+            except datasets.DatasetMissing as e:
+                notes.append(f"{name}: not run, data missing ({e}).")
+                print(notes[-1], file=sys.stderr)
+                break
     if skipped:
         notes.append(f"Skipped (--max-train {args.max_train:,}): {', '.join(skipped)}.")
+    for r in records:
+        if "skipped" in r and r["seed"] == seeds[0]:
+            notes.append(f"{r['dataset']}: {LABELS[r['method']]} skipped ({r['skipped']}).")
+    records = [r for r in records if "skipped" not in r]
     for name in names:
         if len(seeds) > cap.get(name, len(seeds)):
             notes.append(f"{name}: seed {seeds[0]} only in this suite (its Nystrom fits take minutes on 2 cores).")

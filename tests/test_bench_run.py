@@ -112,3 +112,18 @@ def test_resolve_only():
     assert run.resolve_only("quick", "breast_cancer,digits") == ["breast_cancer", "digits"]
     with pytest.raises(SystemExit):
         run.resolve_only("quick", "no_such_set")
+
+
+def test_quick_suite_has_flights_at_1e5_rows_on_one_fixed_split():
+    assert run.resolve_only("quick", "flights") == ["flights-n100000"]
+    assert run.SUITES["quick"]["seed_cap"]["flights-n100000"] == 1
+
+
+def test_xrfm_is_skipped_above_its_row_cap_with_a_reason():
+    import io
+
+    log = io.StringIO()
+    recs = run.run_one("breast_cancer", 0, ["xrfm"], {}, 0, log, xrfm_max_train=100)
+    assert len(recs) == 1 and "test" not in recs[0]
+    assert "training rows > --xrfm-max-train 100" in recs[0]["skipped"]
+    assert "skipped" in log.getvalue()
