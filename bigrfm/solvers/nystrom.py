@@ -91,9 +91,10 @@ class FalkonPreconditioner:
         try:
             T = scipy.linalg.cholesky(K, lower=False, check_finite=False)
             del K
-            # T T^T / m by SYRK: half the flops of a GEMM; only the upper triangle is
-            # formed, and it is the only one the upper Cholesky below reads.
-            B = scipy.linalg.blas.dsyrk(1.0 / m, T)
+            # T T^T / m as a plain GEMM: scipy's dsyrk (half the flops) segfaults in the
+            # bundled OpenBLAS at m = 16,000 (scipy 1.17.1, measured), so it is not used.
+            B = T @ T.T
+            B /= m
             B[np.diag_indices(m)] += lam
             A = scipy.linalg.cholesky(B, lower=False, overwrite_a=True, check_finite=False)
             if not (np.isfinite(T[-1, -1]) and np.isfinite(A[-1, -1])):
