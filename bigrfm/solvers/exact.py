@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import scipy.linalg
-from threadpoolctl import threadpool_limits
 
+from .. import linalg
 from ..backend import REDUCE_DTYPE
 from ..exceptions import SolverError
 from ..kernels import Kernel, apply_metric, metric_factor
 from ..predictors import KernelPredictor
-
-#: Systems smaller than this are factorized with one BLAS thread.
-SMALL_SOLVE = 3000
 
 __all__ = ["kernel_matrix", "solve_exact", "cholesky_solve", "ExactSolver"]
 
@@ -53,13 +48,11 @@ def cholesky_solve(A: np.ndarray, B: np.ndarray, *, what: str, fix: str) -> np.n
     ``A`` is overwritten. A failed factorization or non-finite solution raises
     SolverError naming ``what`` and the ``fix``, instead of returning NaNs.
     """
-    # Small factorizations run single-threaded: OpenBLAS threads that spin on
-    # busy cores made a 1000 x 1000 Cholesky take seconds instead of milliseconds.
-    limit = threadpool_limits(1) if A.shape[0] < SMALL_SOLVE else contextlib.nullcontext()
     try:
-        with limit:
-            cf = scipy.linalg.cho_factor(A, lower=True, overwrite_a=True, check_finite=True)
-            X = scipy.linalg.cho_solve(cf, np.asarray(B, dtype=REDUCE_DTYPE), check_finite=True)
+        # thread limits for small and very large n: see bigrfm/linalg.py
+        L = linalg.cholesky(A, lower=True, overwrite_a=True)
+        with linalg.blas_threads_for(A.shape[0]):
+            X = scipy.linalg.cho_solve((L, True), np.asarray(B, dtype=REDUCE_DTYPE), check_finite=False)
     except (np.linalg.LinAlgError, ValueError) as exc:
         raise SolverError(
             f"Cholesky factorization of {what} failed: {exc}. The system is not numerically "

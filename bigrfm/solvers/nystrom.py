@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from .. import linalg
 from ..backend import REDUCE_DTYPE, array_module, jitter, on_device, row_tiles, to_numpy
 from ..exceptions import SolverError
 from ..cuda_kernels import fused_ktu, fused_kv, fused_supported
@@ -89,16 +90,12 @@ class FalkonPreconditioner:
         K = np.array(Kmm, dtype=REDUCE_DTYPE)
         K[np.diag_indices(m)] += jitter(K, dtype)
         try:
-            T = scipy.linalg.cholesky(K, lower=False, check_finite=False)
+            T = linalg.cholesky(K, lower=False, overwrite_a=True)
             del K
-            # T T^T / m as a plain GEMM: scipy's dsyrk (half the flops) segfaults in the
-            # bundled OpenBLAS at m = 16,000 (scipy 1.17.1, measured), so it is not used.
-            B = T @ T.T
+            B = linalg.gram_rows(T)  # T T^T; dsyrk would halve the flops but crashes at m=16,000 (linalg.py)
             B /= m
             B[np.diag_indices(m)] += lam
-            A = scipy.linalg.cholesky(B, lower=False, overwrite_a=True, check_finite=False)
-            if not (np.isfinite(T[-1, -1]) and np.isfinite(A[-1, -1])):
-                raise np.linalg.LinAlgError("non-finite factor")
+            A = linalg.cholesky(B, lower=False, overwrite_a=True)
         except np.linalg.LinAlgError as exc:
             raise SolverError(
                 f"Falkon preconditioner: Cholesky factorization failed for m={m} centers ({exc}). "
@@ -110,7 +107,8 @@ class FalkonPreconditioner:
     def _solve(self, R: np.ndarray, b: np.ndarray, trans: str = "N") -> np.ndarray:
         # the factors are finite by construction and CG vectors are checked by the
         # caller, so scipy's per-call NaN scan (an O(m^2) pass each) is skipped
-        return scipy.linalg.solve_triangular(R, b, trans=trans, lower=False, check_finite=False)
+        with linalg.blas_threads_for(R.shape[0]):
+            return scipy.linalg.solve_triangular(R, b, trans=trans, lower=False, check_finite=False)
 
     def apply(self, beta: np.ndarray) -> np.ndarray:
         return self._solve(self.T, self._solve(self.A, beta))

@@ -1,0 +1,46 @@
+"""The dense factorizations of bigrfm/linalg.py against scipy/numpy on small matrices."""
+
+import numpy as np
+import pytest
+
+from bigrfm import linalg
+
+
+def spd(n, seed=0):
+    A = np.random.default_rng(seed).normal(size=(n, n))
+    return A @ A.T + n * np.eye(n)
+
+
+@pytest.mark.parametrize("lower", [False, True])
+def test_cholesky_matches_numpy_and_reads_one_triangle(lower):
+    K = spd(50)
+    ref = np.linalg.cholesky(K)
+    half = np.tril(K) if lower else np.triu(K)  # the other triangle is garbage-free zeros
+    F = linalg.cholesky(half, lower=lower)
+    np.testing.assert_allclose(F, ref if lower else ref.T, rtol=1e-12, atol=1e-12)
+
+
+def test_cholesky_raises_linalgerror_on_indefinite_and_nan():
+    with pytest.raises(np.linalg.LinAlgError):
+        linalg.cholesky(-np.eye(4))
+    K = spd(6)
+    K[3, 3] = np.nan
+    with pytest.raises(np.linalg.LinAlgError):
+        linalg.cholesky(K)
+
+
+@pytest.mark.parametrize("panel", [None, 7, 16, 64])
+def test_gram_rows_equals_t_t_transpose(panel):
+    T = np.triu(np.random.default_rng(1).normal(size=(41, 41)))
+    np.testing.assert_allclose(linalg.gram_rows(T, panel_rows=panel), T @ T.T, rtol=1e-13, atol=1e-12)
+
+
+def test_blas_thread_limits_at_both_ends():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+    for n in (10, linalg.THREADED_DENSE_MAX + 1):
+        with linalg.blas_threads_for(n):
+            assert blas_threads() == 1
