@@ -493,6 +493,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=5, help="RFM iterations of every grid fit (default 5)")
     p.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"), help="markdown file the report is appended to ('' = none)")
     p.add_argument("--json", default=None, help="records as JSON (default benchmarks/_data/run-<suite>.json; '' = none)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="run nothing: report the records of these --json files as one run (e.g. a sweep run in parts)")
     p.add_argument("--plot", default=None, help="also draw the accuracy bar chart to this PNG (plots.py)")
     return p.parse_args(argv)
 
@@ -508,9 +510,44 @@ def build_grid(args: argparse.Namespace) -> dict:
     return grid
 
 
+def merge_runs(paths: list[str]) -> tuple[list[dict], dict]:
+    """Records of several ``--json`` files as one run (a dataset in a later file replaces the
+    earlier file's records of it) and a ``meta`` combining theirs: seconds summed, notes kept."""
+    by_ds: dict[str, list[dict]] = {}
+    metas = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+        metas.append(run["meta"])
+        fresh: dict[str, list[dict]] = {}
+        for r in run["records"]:
+            fresh.setdefault(r["dataset"], []).append(r)
+        by_ds.update(fresh)
+    meta = dict(metas[-1])
+    meta["seconds"] = sum(m["seconds"] for m in metas)
+    meta["notes"] = [f"Merged from {len(paths)} runs ({', '.join(os.path.basename(p) for p in paths)}; dates "
+                     f"{', '.join(m['date'] for m in metas)}; total {meta['seconds']:.0f} s)."] + [
+        n for m in metas for n in m.get("notes", [])]
+    meta["methods"] = [m for m in METHODS if any(m in mm["methods"] for mm in metas)]
+    return [r for rs in by_ds.values() for r in rs], meta
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.merge:
+        records, meta = merge_runs(args.merge)
+        args.suite, args.only, args.iters = meta["suite"], None, meta.get("iters", args.iters)
+        meta["date"] = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+        text = report(args, argv, records, meta["methods"], meta)
+        print(text)
+        if args.results:
+            with open(args.results, "a", encoding="utf-8") as f:
+                f.write("\n" + text)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"meta": meta, "records": records}, f, indent=1, default=float)
+        return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -557,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "loadavg": ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "seeds": seeds, "grid": grid, "large_grid": LARGE_GRID, "methods": methods, "suite": args.suite,
-        "argv": argv, "notes": notes,
+        "argv": argv, "notes": notes, "iters": args.iters,
     }
     text = report(args, argv, records, methods, meta)
     print(text)

@@ -127,3 +127,37 @@ def test_xrfm_is_skipped_above_its_row_cap_with_a_reason():
     assert len(recs) == 1 and "test" not in recs[0]
     assert "training rows > --xrfm-max-train 100" in recs[0]["skipped"]
     assert "skipped" in log.getvalue()
+
+
+def test_merge_reports_runs_in_parts_as_one_keel_table(tmp_path):
+    import json
+
+    def rec(ds, seed, method, acc):
+        r = {"dataset": ds, "seed": seed, "task": "classification", "n_train": 100, "n_val": 30, "n_test": 30, "d": 4,
+             "n_classes": 2, "method": method, "test": acc, "fit_s": 1.0, "predict_s": 0.01}
+        if method == "rfm":
+            r.update(search_s=2.0, config="L=3 reg=1e-03", best_iter=1)
+        return r
+
+    def meta(seconds):
+        return {"date": "2026-11-27 22:00", "seconds": seconds, "machine": run.machine(), "seeds": [0, 1],
+                "grid": {"bandwidth": [3.0]}, "methods": ["rfm", "hgb"], "suite": "full", "argv": [], "notes": ["n"],
+                "iters": 5}
+
+    part1 = {"meta": meta(10.0), "records": [rec("keel-a", s, m, a) for s in (0, 1) for m, a in (("rfm", 0.9), ("hgb", 0.8))]}
+    part2 = {"meta": meta(5.0), "records": [rec("keel-b", s, m, a) for s in (0, 1) for m, a in (("rfm", 0.7), ("hgb", 0.75))]}
+    # a rerun of keel-a in part 2 would replace part 1's records of it; here part 3 does that
+    part3 = {"meta": meta(1.0), "records": [rec("keel-a", s, m, a) for s in (0, 1) for m, a in (("rfm", 0.95), ("hgb", 0.8))]}
+    paths = []
+    for i, part in enumerate((part1, part2, part3)):
+        paths.append(str(tmp_path / f"p{i}.json"))
+        with open(paths[-1], "w") as f:
+            json.dump(part, f)
+    out_md, out_json = tmp_path / "R.md", tmp_path / "merged.json"
+    assert run.main(["--merge", *paths, "--results", str(out_md), "--json", str(out_json)]) == 0
+    text = out_md.read_text()
+    assert "KEEL: 2 sets" in text and "Merged from 3 runs" in text and "total 16 s" in text
+    # mean over sets of the medians: rfm (0.95 + 0.7) / 2, hgb (0.8 + 0.75) / 2; rfm wins a, loses b
+    assert "| bigrfm RFM | 0.8250 |" in text and "| HistGB | 0.7750 | 1 / 0 / 1 |" in text
+    merged = json.loads(out_json.read_text())
+    assert len(merged["records"]) == 8 and {r["test"] for r in merged["records"] if r["dataset"] == "keel-a"} == {0.95, 0.8}
