@@ -46,12 +46,19 @@ def blas_threads_for(n: int) -> contextlib.AbstractContextManager:
 def cholesky(A: np.ndarray, *, lower: bool = False, overwrite_a: bool = False) -> np.ndarray:
     """Cholesky factor of a symmetric positive definite float64 matrix.
 
-    Reads only the ``lower`` (or upper) triangle. Raises ``numpy.linalg.LinAlgError``
+    Reads only the ``lower`` (or upper) triangle. With ``overwrite_a`` the factor takes
+    A's memory (C or Fortran order): no second n x n array at the peak. Raises ``numpy.linalg.LinAlgError``
     when A is not numerically positive definite or holds non-finite values (checked on
     the factor, not by a scan of A).
     """
     with blas_threads_for(A.shape[0]):
-        F = scipy.linalg.cholesky(A, lower=lower, overwrite_a=overwrite_a, check_finite=False)
+        if A.flags.c_contiguous and not A.flags.f_contiguous:
+            # LAPACK works in place only on Fortran order; A^T is A's memory in Fortran
+            # order, its `not lower` triangle is A's `lower` triangle, and the factor
+            # of A^T in that triangle is the transpose of the one asked for.
+            F = scipy.linalg.cholesky(A.T, lower=not lower, overwrite_a=overwrite_a, check_finite=False).T
+        else:
+            F = scipy.linalg.cholesky(A, lower=lower, overwrite_a=overwrite_a, check_finite=False)
     if not np.isfinite(np.trace(F)):
         raise np.linalg.LinAlgError("non-finite values in the factor")
     return F

@@ -44,3 +44,14 @@ def test_blas_thread_limits_at_both_ends():
     for n in (10, linalg.THREADED_DENSE_MAX + 1):
         with linalg.blas_threads_for(n):
             assert blas_threads() == 1
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("lower", [False, True])
+def test_cholesky_overwrite_works_in_place_in_both_orders(order, lower):
+    K = spd(40, seed=3)
+    ref = np.linalg.cholesky(K)
+    A = np.array(np.tril(K) if lower else np.triu(K), order=order)
+    F = linalg.cholesky(A, lower=lower, overwrite_a=True)
+    assert np.shares_memory(F, A)
+    np.testing.assert_allclose(F, ref if lower else ref.T, rtol=1e-12, atol=1e-12)

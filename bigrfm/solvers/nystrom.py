@@ -85,9 +85,10 @@ class FalkonPreconditioner:
     lam: float
 
     @classmethod
-    def build(cls, Kmm: np.ndarray, lam: float, dtype: str) -> "FalkonPreconditioner":
+    def build(cls, Kmm: np.ndarray, lam: float, dtype: str, *, overwrite_k: bool = False) -> "FalkonPreconditioner":
+        """Factor K_mm (float64, m x m; overwritten when ``overwrite_k``: one m x m array less at peak)."""
         m = Kmm.shape[0]
-        K = np.array(Kmm, dtype=REDUCE_DTYPE)
+        K = np.asarray(Kmm, dtype=REDUCE_DTYPE) if overwrite_k else np.array(Kmm, dtype=REDUCE_DTYPE)
         K[np.diag_indices(m)] += jitter(K, dtype)
         try:
             T = linalg.cholesky(K, lower=False, overwrite_a=True)
@@ -157,7 +158,7 @@ class NystromSolver:
         n = ctx.n_train
         Z = ctx.centers
         lam = self.reg / n
-        pre = FalkonPreconditioner.build(kernel_matrix(kernel, M, Z, Z), lam, ctx.dtype)
+        pre = FalkonPreconditioner.build(kernel_matrix(kernel, M, Z, Z), lam, ctx.dtype, overwrite_k=True)
         bc = KernelPredictor(kernel, M, Z, np.zeros((Z.shape[0], 1))).broadcast(np, ctx.dtype)
         bc = {k: bc[k] for k in ("kernel", "S", "Zt", "zsq")}
         passes = 0
