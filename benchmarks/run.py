@@ -74,7 +74,10 @@ SUITES = {
     # flights-n100000: the fixed flights-3m split (seed 0 by protocol) with the first 100,000 training rows
     "quick": {"names": ["digits", "breast_cancer", "diamonds-n2000"] + [f"keel-{k}" for k in QUICK_KEEL]
               + ["flights-n100000"],
-              "grid": search.QUICK_GRID, "seed_cap": {"flights-n100000": 1}},
+              "grid": search.QUICK_GRID, "seed_cap": {"flights-n100000": 1},
+              # 4,000 Nystrom centers instead of the default 6,325 at 1e5 rows: with the default the
+              # flights fit alone took 348 s and the suite 624 s (RESULTS.md, 2026-11-27 22:11)
+              "large_grid": {"bandwidth": [10.0], "reg": [1e-3], "diag": [False], "n_centers": [4000]}},
     "full": {"names": None, "grid": search.FULL_GRID,  # filled in lazily: 40 KEEL sets + fashion_mnist + diamonds
              # fixed split (official test set); one fit takes many minutes on 2 cores: first seed only
              "seed_cap": {"fashion_mnist": 1}},
@@ -255,14 +258,14 @@ def run_hgb(d: dict, seed: int) -> dict:
 
 
 def run_one(name: str, seed: int, methods: list[str], grid: dict, iters: int, log: Any,
-            xrfm_max_train: int | None = XRFM_MAX_TRAIN) -> list[dict]:
+            xrfm_max_train: int | None = XRFM_MAX_TRAIN, large_grid: dict | None = None) -> list[dict]:
     """All methods on one (dataset, seed); a failing method gives a record with ``error``."""
     d = load(name, seed)
     info = {"dataset": name, "seed": seed, "task": d["task"], "n_train": len(d["y_train"]), "n_val": len(d["y_val"]),
             "n_test": len(d["y_test"]), "d": int(d["X_train"].shape[1]),
             "n_classes": len(d["classes"]) if "classes" in d else None}
     n_train = info["n_train"]
-    grid_here = grid if n_train <= search.EXACT_MAX_ROWS or grid.get("_fixed") else LARGE_GRID
+    grid_here = grid if n_train <= search.EXACT_MAX_ROWS or grid.get("_fixed") else (large_grid or LARGE_GRID)
     grid_here = {k: v for k, v in grid_here.items() if not k.startswith("_")}
     recs: list[dict] = []
 
@@ -460,7 +463,7 @@ def report(args: argparse.Namespace, argv: list[str], records: list[dict], metho
         f"Seeds {meta['seeds']}; medians over seeds. bigrfm: iters={args.iters}, grid "
         f"{json.dumps({k: v for k, v in grid.items()})} chosen on the validation split (accuracy, ties by val MSE; "
         f"regression: val MSE); solver exact up to {search.EXACT_MAX_ROWS:,} training rows, else nystrom with grid "
-        f"{json.dumps(LARGE_GRID)}. Kernel = the grid point whose iteration 0 scored best on validation, refitted with iters=0. "
+        f"{json.dumps(meta.get('large_grid', LARGE_GRID))}. Kernel = the grid point whose iteration 0 scored best on validation, refitted with iters=0. "
         "xRFM: `xRFM(device=\"cpu\", random_state=seed)` on standardized X. HistGB: max_iter=500, raw X. "
         "Fit s = one fit of the chosen configuration (the search over the grid is the separate column).",
     ]
@@ -567,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_up(methods)
     records: list[dict] = []
     cap = SUITES[args.suite].get("seed_cap", {})
+    large_grid = SUITES[args.suite].get("large_grid", LARGE_GRID)
     skipped = []
     for name in names:
         for seed in seeds[: cap.get(name, len(seeds))]:
@@ -574,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(name)
                 break
             try:
-                records += run_one(name, seed, methods, grid, args.iters, sys.stderr, args.xrfm_max_train)
+                records += run_one(name, seed, methods, grid, args.iters, sys.stderr, args.xrfm_max_train,
+                                   large_grid)
             except datasets.DatasetMissing as e:
                 notes.append(f"{name}: not run, data missing ({e}).")
                 print(notes[-1], file=sys.stderr)
@@ -593,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - t_start,
         "machine": machine(),
         "loadavg": ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "seeds": seeds, "grid": grid, "large_grid": LARGE_GRID, "methods": methods, "suite": args.suite,
+        "seeds": seeds, "grid": grid, "large_grid": large_grid, "methods": methods, "suite": args.suite,
         "argv": argv, "notes": notes, "iters": args.iters,
     }
     text = report(args, argv, records, methods, meta)
