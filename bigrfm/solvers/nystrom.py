@@ -133,7 +133,8 @@ class FalkonPreconditioner:
 
     def to_beta(self, alpha: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`apply` (beta = A T alpha), for warm starts."""
-        return self.A @ (self.T @ alpha)
+        with linalg.blas_threads_for(self.T.shape[0]):
+            return self.A @ (self.T @ alpha)
 
 
 class NystromSolver:
