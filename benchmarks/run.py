@@ -398,9 +398,23 @@ def wtl(a: list[float], b: list[float]) -> tuple[int, int, int]:
 def keel_table(records: list[dict], methods: list[str]) -> str:
     """Mean over KEEL sets of the median-over-seeds test accuracy, and wins/ties/losses
     (per set, tie = |difference| <= 1e-9) of bigrfm RFM against each method; only sets
-    where every listed method has a result are counted."""
+    where every listed method has a result are counted. When a method lacks some sets,
+    the sets are named and a second table covers all sets without that method."""
     summ = {ds: v for ds, v in summarize(records).items() if ds.startswith("keel-")}
     have = [m for m in methods if any(m in v for v in summ.values())]
+    main = _keel_block(summ, have)
+    missing = {m: [ds for ds, v in summ.items() if v.get(m, {}).get("test") is None] for m in have}
+    missing = {m: v for m, v in missing.items() if v}
+    if not missing or not main:
+        return main
+    notes = ["", "Sets without a result: " + "; ".join(
+        f"{LABELS[m]}: {', '.join(ds.removeprefix('keel-') for ds in v)}" for m, v in missing.items()) + "."]
+    rest = [m for m in have if m not in missing]
+    full = _keel_block(summ, rest) if rest else ""
+    return main + "\n".join(notes) + ("\n\nWithout " + ", ".join(LABELS[m] for m in missing) + ":\n\n" + full if full else "")
+
+
+def _keel_block(summ: dict, have: list[str]) -> str:
     sets = [ds for ds, v in summ.items() if all(v.get(m, {}).get("test") is not None for m in have)]
     if not sets:
         return ""

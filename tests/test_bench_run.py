@@ -161,3 +161,18 @@ def test_merge_reports_runs_in_parts_as_one_keel_table(tmp_path):
     assert "| bigrfm RFM | 0.8250 |" in text and "| HistGB | 0.7750 | 1 / 0 / 1 |" in text
     merged = json.loads(out_json.read_text())
     assert len(merged["records"]) == 8 and {r["test"] for r in merged["records"] if r["dataset"] == "keel-a"} == {0.95, 0.8}
+
+
+def test_keel_table_names_sets_a_method_lacks_and_reports_all_sets_without_it():
+    def rec(ds, method, acc):
+        r = {"dataset": ds, "seed": 0, "task": "classification", "n_train": 10, "d": 2, "method": method,
+             "test": acc, "fit_s": 1.0, "predict_s": 0.1}
+        if method == "rfm":
+            r.update(search_s=1.0, config="L=3", best_iter=0)
+        return r
+
+    records = [rec("keel-a", "rfm", 0.9), rec("keel-a", "hgb", 0.8), rec("keel-b", "rfm", 0.5)]
+    text = run.keel_table(records, ["rfm", "hgb"])
+    assert text.startswith("KEEL: 1 sets")
+    assert "Sets without a result: HistGB: b." in text
+    assert "Without HistGB:" in text and "KEEL: 2 sets" in text and "| bigrfm RFM | 0.7000 |" in text
