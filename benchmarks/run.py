@@ -407,7 +407,7 @@ def keel_table(records: list[dict], methods: list[str]) -> str:
     missing = {m: v for m, v in missing.items() if v}
     if not missing or not main:
         return main
-    notes = ["", "Sets without a result: " + "; ".join(
+    notes = ["", "", "Sets without a result: " + "; ".join(
         f"{LABELS[m]}: {', '.join(ds.removeprefix('keel-') for ds in v)}" for m, v in missing.items()) + "."]
     rest = [m for m in have if m not in missing]
     full = _keel_block(summ, rest) if rest else ""
