@@ -23,15 +23,12 @@ import datetime
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import zarr
 from zarr.codecs import BloscCodec
 
@@ -40,6 +37,8 @@ from bigrfm.data import ArrayDataset, open_dataset
 from bigrfm.engine import Engine
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import PeakRSS, median_time  # noqa: E402
 D = 100
 CHUNK_ROWS = 32_768  # 12.5 MiB of float32 per chunk (DESIGN: 4-16 MiB)
 
@@ -107,15 +106,6 @@ def chunk_files(path: Path) -> list[Path]:
     return sorted((path / "X" / "c").glob("*/0"), key=lambda p: int(p.parent.name))
 
 
-def timed(fn, repeat: int = 1) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def numpy_read(files: list[Path], as_float32: bool) -> None:
     """Read every chunk file into one reused buffer; sum it as float32 when uncompressed."""
     buf = bytearray(max(f.stat().st_size for f in files))
@@ -131,40 +121,6 @@ def dd_read(files: list[Path]) -> None:
         subprocess.run(["dd", f"if={f}", "of=/dev/null", "bs=16M", "status=none"], check=True)
 
 
-class PeakRSS:
-    """Peak of the summed RSS of this process and all its descendants, sampled every 50 ms."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval, self.peak = interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> int:
-        me = psutil.Process()
-        total = 0
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:  # a process that just exited
-                pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self.peak = self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._sample())
-
-
 def local_config(**kw) -> ExecConfig:
     return ExecConfig(scheduler="local", n_workers=2, threads_per_worker=1, **kw)
 
@@ -177,7 +133,7 @@ def bench_overhead(rows: list[list[str]]) -> None:
     for label, cfg in [("threads (2)", ExecConfig(n_workers=2)), ("LocalCluster (2 procs)", local_config())]:
         with Engine(cfg) as engine:
             engine.map_reduce(tiny, ds, block_rows=100)  # start the cluster, warm up
-            t = timed(lambda: engine.map_reduce(tiny, ds, block_rows=1), repeat=3)
+            t = median_time(lambda: engine.map_reduce(tiny, ds, block_rows=1), 3)
         rows.append(["overhead: 1,000 tiny blocks", label, "-", f"{t:.3f} s", f"{1e3 * t / 1000:.2f} ms/block"])
 
 
@@ -191,14 +147,14 @@ def bench_read(rows: list[list[str]], paths: dict[str, Path], n: int) -> None:
             file_mb = sum(f.stat().st_size for f in files) / 1e6
             for label, engine in engines.items():
                 engine.map_reduce(colsum, Head(ds, 2 * CHUNK_ROWS), block_rows=CHUNK_ROWS)  # warm up
-                t = timed(lambda: engine.map_reduce(colsum, ds, block_rows=CHUNK_ROWS))
+                t = median_time(lambda: engine.map_reduce(colsum, ds, block_rows=CHUNK_ROWS), 1)
                 rows.append([f"read: column sum, {codec}", label, f"{file_mb:,.0f} MB on disk",
                              f"{t:.2f} s", f"{logical_mb / t:,.0f} MB/s of X"])
-            t = timed(lambda: numpy_read(files, as_float32=codec == "none"))
+            t = median_time(lambda: numpy_read(files, as_float32=codec == "none"), 1)
             how = "numpy readinto + column sum" if codec == "none" else "numpy readinto (raw bytes)"
             rows.append([f"read: chunk files, {codec}", f"{how}, 1 thread", f"{file_mb:,.0f} MB",
                          f"{t:.2f} s", f"{file_mb / t:,.0f} MB/s of files"])
-            t = timed(lambda: dd_read(files))
+            t = median_time(lambda: dd_read(files), 1)
             rows.append([f"read: chunk files, {codec}", f"dd bs=16M, {len(files)} processes", f"{file_mb:,.0f} MB",
                          f"{t:.2f} s", f"{file_mb / t:,.0f} MB/s of files"])
     finally:
@@ -213,7 +169,7 @@ def bench_memory(rows: list[list[str]], path: Path, sizes: list[int]) -> None:
         with Engine(local_config()) as engine:
             engine.map_reduce(gram, Head(ds, 2 * CHUNK_ROWS), block_rows=CHUNK_ROWS)  # start, warm up
             with PeakRSS() as rss:
-                t = timed(lambda: engine.map_reduce(gram, Head(ds, n), block_rows=CHUNK_ROWS))
+                t = median_time(lambda: engine.map_reduce(gram, Head(ds, n), block_rows=CHUNK_ROWS), 1)
         peaks.append(rss.peak)
         rows.append([f"peak RSS: XᵀX, n={n:,}", "LocalCluster (2 procs), client + workers",
                      f"{n * D * 4 / 1e6:,.0f} MB of X", f"{t:.2f} s", f"{rss.peak / 2**20:,.0f} MiB"])

@@ -44,46 +44,19 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
-from threadpoolctl import threadpool_info
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import datasets  # noqa: E402
+from common import PeakRSS, append_report, blas_line  # noqa: E402
 
 import bigrfm  # noqa: E402
 
 N_CLASSES = 10
-
-
-class PeakRSS:
-    """Peak resident set size of this process while the context is open (sampled)."""
-
-    def __init__(self, interval: float = 0.1) -> None:
-        self.interval, self.peak = interval, 0
-        self._stop = threading.Event()
-        self._proc = psutil.Process()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> "PeakRSS":
-        self.peak = self._proc.memory_info().rss
-        self._th = threading.Thread(target=self._run, daemon=True)
-        self._th.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._th.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
 def fit_one(name: str, X: np.ndarray, y: np.ndarray, d: dict, **kw) -> dict:
@@ -124,11 +97,6 @@ def fit_one(name: str, X: np.ndarray, y: np.ndarray, d: dict, **kw) -> dict:
           f"predict {pred_s:.1f} s  CG iters {r['cg']}  peak RSS {rss.peak / 2**30:.2f} GiB", flush=True)
     del model
     return r
-
-
-def blas_line() -> str:
-    return "; ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
-                     for i in threadpool_info() if i.get("user_api") == "blas") or "unknown"
 
 
 def main() -> None:
@@ -262,13 +230,7 @@ def main() -> None:
     )
     if skipped:
         report += "Skipped for the time budget: " + "; ".join(skipped) + ".\n"
-    if args.note:
-        report += f"{args.note}\n"
-    report += "\n" + table + "\n"
-    if not args.no_append:
-        with open(args.results, "a") as f:
-            f.write(report)
-        print(f"\nappended to {args.results}")
+    append_report(report, table, note=args.note, path=None if args.no_append else args.results)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 from bigrfm.agop import kernel_agop_block
 from bigrfm.kernels import make_kernel
@@ -77,16 +77,9 @@ from bigrfm.predictors import KernelPredictor, kernel_predict_block
 from bigrfm.solvers.nystrom import gram_matvec_block
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import median_time, append_report, blas_line  # noqa: E402
 GEMM_N = 4096
-
-
-def median_time(fn, repeats: int) -> float:
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def gemm_rate(dtype, mode: str, repeats: int = 3, n: int = GEMM_N) -> float:
@@ -159,12 +152,6 @@ def time_op(op: str, X: np.ndarray, a: dict, mode: str, repeats: int, pool, flop
         gs.append(g)
         fs.append(flops / (g * 1e9) / t)
     return statistics.median(ts), statistics.median(gs), statistics.median(fs)
-
-
-def blas_line() -> str:
-    info = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, {i.get('threading_layer')}, {i.get('num_threads')} threads by default)"
-            for i in threadpool_info() if i.get("user_api") == "blas"]
-    return "; ".join(info) or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -251,13 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         "Flops: gram 2bmd+4bmc, predict 2bmd+2bmc, agop 2bmd+2bmc+2bmcd+2bcd²; "
         "\"incl. XS\" adds the metric map X·S (2bd²). Fraction = time those flops need at the GEMM rate / measured time.\n"
     )
-    if args.note:
-        report += f"{args.note}\n"
-    report += "\n" + table + "\n"
-    if not args.no_append:
-        with open(args.results, "a") as f:
-            f.write(report)
-        print(f"\nappended to {args.results}")
+    append_report(report, table, note=args.note, path=None if args.no_append else args.results)
 
     json_path = args.json if args.json is not None else str(HERE / "_data" / f"kernel-{datetime.date.today().isoformat()}.json")
     if json_path:

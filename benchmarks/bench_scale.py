@@ -31,13 +31,14 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import psutil
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import PeakRSS  # noqa: E402
 sys.path.insert(0, str(HERE))
 import datasets  # noqa: E402
 
@@ -67,29 +68,13 @@ def run_measured(cmd: list[str], timeout: float) -> tuple[subprocess.CompletedPr
     """Run cmd; return (result, wall seconds, peak RSS bytes of the process tree)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        p = psutil.Process(proc.pid)
-        while not stop.is_set():
-            try:
-                procs = [p, *p.children(recursive=True)]
-                peak = max(peak, sum(q.memory_info().rss for q in procs if q.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    stop.set()
-    th.join()
+    with PeakRSS(pid=proc.pid) as rss:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    peak = rss.peak
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), time.perf_counter() - t0, peak
 
 

@@ -89,7 +89,6 @@ def plot_accuracy(runs: list[dict], out: str, *, dpi: int = 80) -> str:
     gs = fig.add_gridspec(len(panels), max(1, len(other_cls) + len(regr)) if panels[0] == "top" else 1)
     row = 0
     if panels and panels[0] == "top":
-        ncol = len(other_cls) + len(regr)
         if other_cls:
             ax = fig.add_subplot(gs[0, : len(other_cls)])
             _bars(ax, other_cls, vals, methods, horizontal_labels=True)
@@ -103,7 +102,6 @@ def plot_accuracy(runs: list[dict], out: str, *, dpi: int = 80) -> str:
             ax.set_ylabel("test RMSE (lower is better)")
             if not other_cls and j == 0:
                 ax.legend(fontsize=7)
-        del ncol
         row = 1
     if keel:
         ax = fig.add_subplot(gs[row, :])

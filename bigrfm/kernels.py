@@ -54,10 +54,10 @@ def metric_factor(M: Any, rtol: float = 1e-12) -> Any:
     M = xp.asarray(M, dtype=np.float64)
     if M.ndim == 1:
         return xp.sqrt(xp.clip(M, 0.0, None))
-    if xp is np and M.shape[0] < 1000:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    if xp is np:
+        from .linalg import blas_threads_for  # noqa: PLC0415 - keeps scipy out of kernels' import
 
-        with threadpool_limits(1):  # small eigh: BLAS threads only spin on busy cores
+        with blas_threads_for(M.shape[0]):  # d x d eigh: the same thread rule as every dense factorization
             evals, evecs = np.linalg.eigh((M + M.T) / 2)
     else:
         evals, evecs = xp.linalg.eigh((M + M.T) / 2)
