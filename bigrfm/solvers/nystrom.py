@@ -188,7 +188,8 @@ class NystromSolver:
             # fused: the warm start's residual comes from the same pass as the rhs.
             # CG then solves for the correction; its tolerance is rescaled so the
             # stopping rule stays relative to the original right-hand side.
-            R0 = B - (pre.apply_t(first["KtKv"] / n) + pre.reg_term(beta0))
+            # the pass ran at u = apply(beta0), the vector the operator would send to G
+            R0 = B - pre.operator(beta0, lambda _u: first["KtKv"], n)
             ratio = np.linalg.norm(B, axis=0) / np.maximum(np.linalg.norm(R0, axis=0), np.finfo(float).tiny)
             tol = min(self.tol * float(ratio.min()), 0.5)
             B = R0
