@@ -80,7 +80,18 @@ SUITES = {
               "large_grid": {"bandwidth": [10.0], "reg": [1e-3], "diag": [False], "n_centers": [4000]}},
     "full": {"names": None, "grid": search.FULL_GRID,  # filled in lazily: 40 KEEL sets + fashion_mnist + diamonds
              # fixed split (official test set); one fit takes many minutes on 2 cores: first seed only
-             "seed_cap": {"fashion_mnist": 1}},
+             "seed_cap": {"fashion_mnist": 1, "diamonds": 1},
+             # per-dataset grids above search.EXACT_MAX_ROWS, each from a validation-only study
+             # (RESULTS.md): Fashion-MNIST, bench_fashion.py's search (bandwidth 20 without
+             # standardization; validation accuracy rises with the centers, 8,000 the most that fits
+             # 30 minutes); diamonds, validation RMSE 0.0997 -> 0.0971 at t=0 and 0.0877 -> 0.0876
+             # at the best t from 8,000 to 15,000 centers (bandwidth 5/10/20 and reg 1e-3/1e-4 within 0.0006)
+             "large_grids": {
+                 "fashion_mnist": {"bandwidth": [20.0], "reg": [1e-3], "diag": [False], "standardize": [False],
+                                   "n_centers": [8000], "agop_sample": [10000], "cg_maxiter": [10],
+                                   "dtype": ["float32"]},
+                 "diamonds": {"bandwidth": [10.0], "reg": [1e-3], "diag": [False], "n_centers": [15000]},
+             }},
 }
 #: xRFM on CPU is skipped above this many training rows (default of --xrfm-max-train): on flights-3m
 #: at 200,000 rows it had no result after 23 minutes at 17.5 GB of the machine's 24 (RESULTS.md).
@@ -96,7 +107,7 @@ TIE = 1e-9
 def suite_names(suite: str) -> list[str]:
     names = SUITES[suite]["names"]
     if names is None:
-        names = [f"keel-{k}" for k in datasets.keel_names()] + ["fashion_mnist", "diamonds"]
+        names = [f"keel-{k}" for k in _keel_names()] + ["fashion_mnist", "diamonds"]
     return list(names)
 
 
@@ -477,7 +488,9 @@ def report(args: argparse.Namespace, argv: list[str], records: list[dict], metho
         f"Seeds {meta['seeds']}; medians over seeds. bigrfm: iters={args.iters}, grid "
         f"{json.dumps({k: v for k, v in grid.items()})} chosen on the validation split (accuracy, ties by val MSE; "
         f"regression: val MSE); solver exact up to {search.EXACT_MAX_ROWS:,} training rows, else nystrom with grid "
-        f"{json.dumps(meta.get('large_grid', LARGE_GRID))}. Kernel = the grid point whose iteration 0 scored best on validation, refitted with iters=0. "
+        f"{json.dumps(meta.get('large_grid', LARGE_GRID))}"
+        + "".join(f" ({n}: {json.dumps(g)})" for n, g in meta.get("large_grids", {}).items())
+        + ". Kernel = the grid point whose iteration 0 scored best on validation, refitted with iters=0. "
         "xRFM: `xRFM(device=\"cpu\", random_state=seed)` on standardized X. HistGB: max_iter=500, raw X. "
         "Fit s = one fit of the chosen configuration (the search over the grid is the separate column).",
     ]
@@ -585,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict] = []
     cap = SUITES[args.suite].get("seed_cap", {})
     large_grid = SUITES[args.suite].get("large_grid", LARGE_GRID)
+    large_grids = {n: g for n, g in SUITES[args.suite].get("large_grids", {}).items() if n in names}
     skipped = []
     for name in names:
         for seed in seeds[: cap.get(name, len(seeds))]:
@@ -593,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             try:
                 records += run_one(name, seed, methods, grid, args.iters, sys.stderr, args.xrfm_max_train,
-                                   large_grid)
+                                   large_grids.get(name, large_grid))
             except datasets.DatasetMissing as e:
                 notes.append(f"{name}: not run, data missing ({e}).")
                 print(notes[-1], file=sys.stderr)
@@ -612,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - t_start,
         "machine": machine(),
         "loadavg": ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "seeds": seeds, "grid": grid, "large_grid": large_grid, "methods": methods, "suite": args.suite,
+        "seeds": seeds, "grid": grid, "large_grid": large_grid, "large_grids": large_grids, "methods": methods, "suite": args.suite,
         "argv": argv, "notes": notes, "iters": args.iters,
     }
     text = report(args, argv, records, methods, meta)

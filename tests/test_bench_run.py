@@ -176,3 +176,24 @@ def test_keel_table_names_sets_a_method_lacks_and_reports_all_sets_without_it():
     assert text.startswith("KEEL: 1 sets")
     assert "Sets without a result: HistGB: b." in text
     assert "Without HistGB:" in text and "KEEL: 2 sets" in text and "| bigrfm RFM | 0.7000 |" in text
+
+
+def test_full_suite_gives_diamonds_and_fashion_their_own_large_grids(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run_one(name, seed, methods, grid, iters, log, xrfm_max_train, large_grid):
+        seen[(name, seed)] = large_grid
+        return []
+
+    monkeypatch.setattr(run, "run_one", fake_run_one)
+    run.main(["--suite", "full", "--only", "diamonds,fashion_mnist,breast_cancer", "--methods", "hgb",
+              "--results", "", "--json", str(tmp_path / "r.json")])
+    grids = run.SUITES["full"]["large_grids"]
+    # one seed each for the two big sets (seed_cap), all three for the small one
+    assert sorted(seen) == [("breast_cancer", 0), ("breast_cancer", 1), ("breast_cancer", 2), ("diamonds", 0),
+                            ("fashion_mnist", 0)]
+    assert seen[("diamonds", 0)] == grids["diamonds"] and grids["diamonds"]["n_centers"] == [15000]
+    assert seen[("fashion_mnist", 0)] == grids["fashion_mnist"]
+    assert seen[("breast_cancer", 0)] == run.LARGE_GRID  # the default for every other set
+    meta = json.load(open(tmp_path / "r.json"))["meta"]
+    assert set(meta["large_grids"]) == {"diamonds", "fashion_mnist"}

@@ -1,0 +1,88 @@
+"""Which RFM variant learns useful features on Fashion-MNIST? A validation-only screen.
+
+Run from the repository root (dataset: ``apt-get install -y dataset-fashion-mnist``)::
+
+    python benchmarks/fashion_variants.py                 # ~3 minutes on a quiet 2-core machine
+    python benchmarks/fashion_variants.py --rows 10000    # ~4 times longer
+
+Every variant is ``bigrfm.RFMClassifier(solver="exact", dtype="float32",
+standardize=False, random_state=0, ...)`` fitted on the same seeded subsample of
+the 50k training rows with ``iters=3``, scored on the 10k validation rows after
+each iteration. Iteration 0 is the plain kernel, so a row whose later
+accuracies fall below its first one is a variant whose learned metric hurts.
+The test set is not read. The variants cover the loop's options
+(ALGORITHM.md 2): ``agop_power`` 1 and 0.5, ``diag``, ``centering``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import datasets  # noqa: E402
+from common import append_report, blas_line  # noqa: E402
+
+#: (label, estimator parameters); bandwidth 20 without standardization is bench_fashion.py's choice
+VARIANTS: list[tuple[str, dict]] = [
+    ("full M, power 1 (default)", {"agop_power": 1.0}),
+    ("full M, power 0.5", {"agop_power": 0.5}),
+    ("diagonal M, power 1", {"diag": True}),
+    ("diagonal M, power 0.5", {"diag": True, "agop_power": 0.5}),
+    ("centered AGOP, power 1", {"centering": True}),
+    ("centered AGOP, power 0.5", {"centering": True, "agop_power": 0.5}),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=5000, help="training rows (seeded subsample; default 5000)")
+    p.add_argument("--bandwidth", type=float, default=20.0)
+    p.add_argument("--reg", type=float, default=1e-3)
+    p.add_argument("--iters", type=int, default=3)
+    p.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"), help="markdown file to append to ('' = none)")
+    args = p.parse_args(argv)
+
+    import bigrfm
+
+    d = datasets.load_fashion_mnist()
+    idx = np.random.default_rng(0).permutation(len(d["y_train"]))[: args.rows]
+    X, y = d["X_train"][idx], d["y_train"][idx]
+    rows = []
+    t_all = time.perf_counter()
+    for label, params in VARIANTS:
+        est = bigrfm.RFMClassifier(bandwidth=args.bandwidth, reg=args.reg, iters=args.iters, solver="exact",
+                                   standardize=False, dtype="float32", random_state=0, **params)
+        t0 = time.perf_counter()
+        est.fit(X, y, d["X_val"], d["y_val"])
+        accs = [h["val_accuracy"] for h in est.history_]
+        rows.append((label, accs, est.best_iter_, time.perf_counter() - t0))
+        print(f"{label:<28} val accuracy per iteration {', '.join(f'{a:.4f}' for a in accs)}", flush=True)
+    head = ("| variant | val accuracy per iteration (t = 0 is the plain kernel) | best t | change t=0 → best later t | fit s |\n"
+            "|---|---|---|---|---|")
+    body = [f"| {lab} | {', '.join(f'{a:.4f}' for a in accs)} | {best} | {max(accs[1:]) - accs[0]:+.4f} | {s:.0f} |"
+            for lab, accs, best, s in rows]
+    report = (
+        f"## fashion_variants — {_dt.datetime.now():%Y-%m-%d %H:%M}\n\n"
+        f"Command: `python benchmarks/fashion_variants.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+        f"({time.perf_counter() - t_all:.0f} s)  \n"
+        f"Machine: `{' '.join(platform.uname()[:3])}`, nproc={os.cpu_count()}, Python {platform.python_version()}, "
+        f"{blas_line()}; load average at the end {', '.join(f'{v:.2f}' for v in os.getloadavg())}  \n"
+        f"Data: Fashion-MNIST, {args.rows:,} seeded training rows, 10,000 validation rows (test set not read). "
+        f"`RFMClassifier(solver=\"exact\", bandwidth={args.bandwidth:g}, reg={args.reg:g}, iters={args.iters}, "
+        f"standardize=False, dtype=\"float32\", random_state=0, ...)`.\n"
+    )
+    append_report(report, "\n".join([head] + body), path=args.results or None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
