@@ -95,7 +95,8 @@ def plot_accuracy(runs: list[dict], out: str, *, dpi: int = 80) -> str:
             lo = min(v for ds in other_cls for v in vals[ds].values())
             ax.set_ylim(max(0.0, lo - 0.05), 1.0)
             ax.set_ylabel("test accuracy")
-            ax.legend(fontsize=7, loc="lower right")
+            # above the bars: at the lower right it hid the last dataset's HistGB bar
+            ax.legend(fontsize=7, loc="upper center", ncol=len(methods), bbox_to_anchor=(0.5, 1.22), frameon=False)
         for j, ds in enumerate(regr):
             ax = fig.add_subplot(gs[0, len(other_cls) + j])
             _bars(ax, [ds], vals, methods, horizontal_labels=True)
