@@ -40,9 +40,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,7 +49,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import datasets  # noqa: E402
-from common import PeakRSS, append_report, blas_line  # noqa: E402
+from common import PeakRSS, append_report, machine_line  # noqa: E402
 
 import bigrfm  # noqa: E402
 
@@ -209,15 +206,12 @@ def main() -> None:
         print("skipped: " + "; ".join(skipped))
 
     best = max(runs, key=lambda r: r["best_val"])
-    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     cmd = "python benchmarks/bench_fashion.py " + " ".join(sys.argv[1:])
     report = (
         f"\n## bench_fashion — {datetime.date.today().isoformat()}\n\n"
         f"Command: `{cmd.strip()}` ({wall:.0f}s, budget {budget:.0f}s)  \n"
-        f"Machine: `{uname}`, nproc={os.cpu_count()}, Python {platform.python_version()}, numpy {np.__version__}, "
-        f"BLAS: {blas_line()}; load average at the end {load} (shared machine)  \n"
-        "Data: Fashion-MNIST, 50,000 train / 10,000 validation / 10,000 test (official test set), pixels/255, "
+        + machine_line()
+        + "Data: Fashion-MNIST, 50,000 train / 10,000 validation / 10,000 test (official test set), pixels/255, "
         "standardized by bigrfm. `RFMClassifier(dtype=\"float32\", random_state=0, ...)`, Laplace kernel, reg 1e-3, "
         f"`fit(X_tr, y_tr, X_val, y_val)`; exact runs on a seeded subsample of the training rows; nystrom cg_maxiter={cg_maxiter}, "
         f"cg_tol 1e-7. Bandwidth and standardize chosen by validation accuracy among bandwidths "

@@ -78,7 +78,7 @@ from bigrfm.solvers.nystrom import gram_matvec_block
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import median_time, append_report, blas_line  # noqa: E402
+from common import append_report, blas_line, machine_line, median_time  # noqa: E402
 GEMM_N = 4096
 
 
@@ -223,15 +223,14 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(table)
 
-    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     cmd = "python benchmarks/bench_kernel.py " + " ".join(argv)
+    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()  # for the JSON record
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     report = (
         f"\n## bench_kernel — {datetime.date.today().isoformat()}\n\n"
         f"Command: `{cmd.strip()}` ({wall:.0f}s)  \n"
-        f"Machine: `{uname}`, nproc={os.cpu_count()}, Python {platform.python_version()}, numpy {np.__version__}, "
-        f"BLAS: {blas_line()}; load average at the end {load} (shared machine)  \n"
-        f"Block: b={b:,} rows, c={c} output(s), Laplace kernel (bandwidth 10), random full-rank metric M; "
+        + machine_line()
+        + f"Block: b={b:,} rows, c={c} output(s), Laplace kernel (bandwidth 10), random full-rank metric M; "
         f"median of {args.repeats} runs. \"GEMM GFLOP/s\": a {args.pair_n}³ matmul run right before each timed run "
         f"(median over the runs); fractions are medians over those pairs. {args.gemm_n}³ matmul, median of 3, "
         f"before and after each section: {'; '.join(gemm_notes)}.  \n"

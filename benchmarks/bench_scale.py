@@ -39,7 +39,6 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import PeakRSS  # noqa: E402
-sys.path.insert(0, str(HERE))
 import datasets  # noqa: E402
 
 PEER = r"""

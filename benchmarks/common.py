@@ -72,6 +72,21 @@ def blas_line() -> str:
     return "; ".join(info) or "unknown"
 
 
+def machine_line() -> str:
+    """The report's "Machine:" line (markdown, ends with a hard line break): uname, cores, Python,
+    numpy, :func:`blas_line`, load average now."""
+    import os
+    import platform
+    import subprocess
+
+    import numpy as np
+
+    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"Machine: `{uname}`, nproc={os.cpu_count()}, Python {platform.python_version()}, numpy {np.__version__}, "
+            f"BLAS: {blas_line()}; load average at the end {load} (shared machine)  \n")
+
+
 def append_report(report: str, table: str, *, note: str = "", path: str | None = None) -> str:
     """``report`` + the optional ``note`` + ``table``; appended to ``path`` unless it is None."""
     text = report + (f"{note}\n" if note else "") + "\n" + table + "\n"

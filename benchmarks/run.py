@@ -77,11 +77,12 @@ SUITES = {
               "grid": search.QUICK_GRID, "seed_cap": {"flights-n100000": 1},
               # 4,000 Nystrom centers instead of the default 6,325 at 1e5 rows: with the default the
               # flights fit alone took 348 s and the suite 624 s (RESULTS.md, 2026-11-27 22:11)
-              "large_grid": {"bandwidth": [10.0], "reg": [1e-3], "diag": [False], "n_centers": [4000]}},
+              "large_grids": {"flights-n100000": {"bandwidth": [10.0], "reg": [1e-3], "diag": [False],
+                                                  "n_centers": [4000]}}},
     "full": {"names": None, "grid": search.FULL_GRID,  # filled in lazily: 40 KEEL sets + fashion_mnist + diamonds
              # fixed split (official test set); one fit takes many minutes on 2 cores: first seed only
              "seed_cap": {"fashion_mnist": 1, "diamonds": 1},
-             # per-dataset grids above search.EXACT_MAX_ROWS, each from a validation-only study
+             # grids above search.EXACT_MAX_ROWS (other sets: LARGE_GRID), each from a validation-only study
              # (RESULTS.md): Fashion-MNIST, bench_fashion.py's search (bandwidth 20 without
              # standardization; validation accuracy rises with the centers, 8,000 the most that fits
              # 30 minutes); diamonds, validation RMSE 0.0997 -> 0.0971 at t=0 and 0.0877 -> 0.0876
@@ -597,7 +598,6 @@ def main(argv: list[str] | None = None) -> int:
     warm_up(methods)
     records: list[dict] = []
     cap = SUITES[args.suite].get("seed_cap", {})
-    large_grid = SUITES[args.suite].get("large_grid", LARGE_GRID)
     large_grids = {n: g for n, g in SUITES[args.suite].get("large_grids", {}).items() if n in names}
     skipped = []
     for name in names:
@@ -607,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             try:
                 records += run_one(name, seed, methods, grid, args.iters, sys.stderr, args.xrfm_max_train,
-                                   large_grids.get(name, large_grid))
+                                   large_grids.get(name, LARGE_GRID))
             except datasets.DatasetMissing as e:
                 notes.append(f"{name}: not run, data missing ({e}).")
                 print(notes[-1], file=sys.stderr)
@@ -626,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - t_start,
         "machine": machine(),
         "loadavg": ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "seeds": seeds, "grid": grid, "large_grid": large_grid, "large_grids": large_grids, "methods": methods, "suite": args.suite,
+        "seeds": seeds, "grid": grid, "large_grid": LARGE_GRID, "large_grids": large_grids, "methods": methods, "suite": args.suite,
         "argv": argv, "notes": notes, "iters": args.iters,
     }
     text = report(args, argv, records, methods, meta)

@@ -117,6 +117,7 @@ def test_resolve_only():
 def test_quick_suite_has_flights_at_1e5_rows_on_one_fixed_split():
     assert run.resolve_only("quick", "flights") == ["flights-n100000"]
     assert run.SUITES["quick"]["seed_cap"]["flights-n100000"] == 1
+    assert run.SUITES["quick"]["large_grids"]["flights-n100000"]["n_centers"] == [4000]
 
 
 def test_xrfm_is_skipped_above_its_row_cap_with_a_reason():
