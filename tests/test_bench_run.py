@@ -198,3 +198,17 @@ def test_full_suite_gives_diamonds_and_fashion_their_own_large_grids(monkeypatch
     assert seen[("breast_cancer", 0)] == run.LARGE_GRID  # the default for every other set
     meta = json.load(open(tmp_path / "r.json"))["meta"]
     assert set(meta["large_grids"]) == {"diamonds", "fashion_mnist"}
+
+
+def test_run_bigrfm_with_patch_features_times_them_and_scores_on_features():
+    d = run.load("digits", 0)
+    spec = {"image_shape": [8, 8], "patch_size": 3, "n_filters": 8, "pool": 2, "n_fit_images": 300}
+    grid = {"bandwidth": [10.0], "reg": [1e-3], "diag": [False]}
+    recs = run.run_bigrfm(d, 0, grid, 1, want_kernel=True, patches=spec)
+    assert [r["method"] for r in recs] == ["rfm", "kernel"]
+    for r in recs:
+        assert r["patches"] == spec and r["features_fit_s"] > 0 and r["fit_s"] > r["features_fit_s"]
+        assert "patches(patch_size=3,n_filters=8,pool=2,n_fit_images=300)" in r["config"]
+        assert r["test"] > 0.9
+        assert r["d_features"] == 8 * 2**2  # the models saw the patch features, not the 64 pixels
+    assert d["X_train"].shape[1] == 64  # the caller's splits are left alone
