@@ -162,6 +162,13 @@ def test_merge_reports_runs_in_parts_as_one_keel_table(tmp_path):
     assert "| bigrfm RFM | 0.8250 |" in text and "| HistGB | 0.7750 | 1 / 0 / 1 |" in text
     merged = json.loads(out_json.read_text())
     assert len(merged["records"]) == 8 and {r["test"] for r in merged["records"] if r["dataset"] == "keel-a"} == {0.95, 0.8}
+    # seeds run in separate files add up; the same (dataset, seed) later replaces the earlier one
+    part4 = {"meta": meta(2.0), "records": [rec("keel-a", 2, m, a) for m, a in (("rfm", 0.5), ("hgb", 0.6))]}
+    with open(tmp_path / "p4.json", "w") as f:
+        json.dump(part4, f)
+    records, _ = run.merge_runs([*paths, str(tmp_path / "p4.json")])
+    assert sorted((r["seed"], r["method"], r["test"]) for r in records if r["dataset"] == "keel-a") == [
+        (0, "hgb", 0.8), (0, "rfm", 0.95), (1, "hgb", 0.8), (1, "rfm", 0.95), (2, "hgb", 0.6), (2, "rfm", 0.5)]
 
 
 def test_keel_table_names_sets_a_method_lacks_and_reports_all_sets_without_it():
@@ -182,7 +189,7 @@ def test_keel_table_names_sets_a_method_lacks_and_reports_all_sets_without_it():
 def test_full_suite_gives_diamonds_and_fashion_their_own_large_grids(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run_one(name, seed, methods, grid, iters, log, xrfm_max_train, large_grid):
+    def fake_run_one(name, seed, methods, grid, iters, log, xrfm_max_train, large_grid, peers_on_patches=False):
         seen[(name, seed)] = large_grid
         return []
 
@@ -190,9 +197,9 @@ def test_full_suite_gives_diamonds_and_fashion_their_own_large_grids(monkeypatch
     run.main(["--suite", "full", "--only", "diamonds,fashion_mnist,breast_cancer", "--methods", "hgb",
               "--results", "", "--json", str(tmp_path / "r.json")])
     grids = run.SUITES["full"]["large_grids"]
-    # one seed each for the two big sets (seed_cap), all three for the small one
+    # one seed for Fashion-MNIST (seed_cap), all three for the others
     assert sorted(seen) == [("breast_cancer", 0), ("breast_cancer", 1), ("breast_cancer", 2), ("diamonds", 0),
-                            ("fashion_mnist", 0)]
+                            ("diamonds", 1), ("diamonds", 2), ("fashion_mnist", 0)]
     assert seen[("diamonds", 0)] == grids["diamonds"] and grids["diamonds"]["n_centers"] == [15000]
     assert seen[("fashion_mnist", 0)] == grids["fashion_mnist"]
     assert seen[("breast_cancer", 0)] == run.LARGE_GRID  # the default for every other set
@@ -212,3 +219,23 @@ def test_run_bigrfm_with_patch_features_times_them_and_scores_on_features():
         assert r["test"] > 0.9
         assert r["d_features"] == 8 * 2**2  # the models saw the patch features, not the 64 pixels
     assert d["X_train"].shape[1] == 64  # the caller's splits are left alone
+
+
+def test_peers_on_patches_gives_histgb_the_patch_features(monkeypatch):
+    import io
+
+    spec = {"image_shape": [8, 8], "patch_size": 3, "n_filters": 4, "pool": 2, "n_fit_images": 200}
+    grid = {"_fixed": True, "bandwidth": [10.0], "reg": [1e-3], "diag": [False], "_patches": spec}
+    seen = []
+    real_hgb = run.run_hgb
+
+    def spy_hgb(d, seed):
+        seen.append(d["X_train"].shape[1])
+        return real_hgb(d, seed)
+
+    monkeypatch.setattr(run, "run_hgb", spy_hgb)
+    plain = run.run_one("digits", 0, ["hgb"], grid, 0, io.StringIO())
+    feats = run.run_one("digits", 0, ["hgb"], grid, 0, io.StringIO(), peers_on_patches=True)
+    assert seen == [64, 16]
+    assert "features" not in plain[0]
+    assert feats[0]["features"] == "patches" and feats[0]["fit_s"] > feats[0]["features_fit_s"] > 0
