@@ -87,6 +87,17 @@ def machine_line() -> str:
             f"BLAS: {blas_line()}; load average at the end {load} (shared machine)  \n")
 
 
+def report_head(script: str, argv: list[str] | None, seconds: float) -> str:
+    """A screen's report heading: ``## <script> — <date>``, the command that ran (``argv`` None: this
+    process's arguments) with its seconds, and :func:`machine_line`."""
+    import datetime
+    import sys
+
+    args = " ".join(argv if argv is not None else sys.argv[1:])
+    return (f"\n## {script} — {datetime.datetime.now():%Y-%m-%d %H:%M}\n\n"
+            f"Command: `python benchmarks/{script}.py {args}` ({seconds:.0f} s)  \n" + machine_line())
+
+
 def append_report(report: str, table: str, *, note: str = "", path: str | None = None) -> str:
     """``report`` + the optional ``note`` + ``table``; appended to ``path`` unless it is None."""
     text = report + (f"{note}\n" if note else "") + "\n" + table + "\n"

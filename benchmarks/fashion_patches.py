@@ -19,7 +19,6 @@ bench_fashion.py's choice). The test set is not read; the best row is what
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import itertools
 import os
 import sys
@@ -31,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import datasets  # noqa: E402
-from common import append_report, machine_line  # noqa: E402
+from common import append_report, report_head  # noqa: E402
 
 
 def _floats(s: str) -> list[float]:
@@ -84,16 +83,13 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{b:g}: {a:.4f}" for b, a in accs.items()) + " |"
             for r in rows for lab, dims, fs, accs in [r]]
     report = (
-        f"\n## fashion_patches — {_dt.datetime.now():%Y-%m-%d %H:%M}\n\n"
-        f"Command: `python benchmarks/fashion_patches.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
-        f"({time.perf_counter() - t_all:.0f} s)  \n"
-        + machine_line()
+        report_head("fashion_patches", argv, time.perf_counter() - t_all)
         + f"Data: Fashion-MNIST, {args.rows:,} seeded training rows, 10,000 validation rows (test set not read). "
         f"`PatchFeatures((28, 28), random_state=0, ...)` fitted on the 50k training rows (5,000 sampled images), then "
         f"`RFMClassifier(iters=0, solver=\"exact\", reg={args.reg:g}, dtype=\"float32\", random_state=0)` on the "
         f"standardized features.\n"
     )
-    append_report(report, "\n".join([head] + body), path=args.results or None)
+    print(append_report(report, "\n".join([head] + body), path=args.results or None))
     return 0
 
 

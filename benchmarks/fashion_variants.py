@@ -17,7 +17,6 @@ The test set is not read. The variants cover the loop's options
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import datasets  # noqa: E402
-from common import append_report, machine_line  # noqa: E402
+from common import append_report, report_head  # noqa: E402
 
 #: (label, estimator parameters); bandwidth 20 without standardization is bench_fashion.py's choice
 VARIANTS: list[tuple[str, dict]] = [
@@ -70,15 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     body = [f"| {lab} | {', '.join(f'{a:.4f}' for a in accs)} | {best} | {max(accs[1:]) - accs[0]:+.4f} | {s:.0f} |"
             for lab, accs, best, s in rows]
     report = (
-        f"\n## fashion_variants — {_dt.datetime.now():%Y-%m-%d %H:%M}\n\n"
-        f"Command: `python benchmarks/fashion_variants.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
-        f"({time.perf_counter() - t_all:.0f} s)  \n"
-        + machine_line()
+        report_head("fashion_variants", argv, time.perf_counter() - t_all)
         + f"Data: Fashion-MNIST, {args.rows:,} seeded training rows, 10,000 validation rows (test set not read). "
         f"`RFMClassifier(solver=\"exact\", bandwidth={args.bandwidth:g}, reg={args.reg:g}, iters={args.iters}, "
         f"standardize=False, dtype=\"float32\", random_state=0, ...)`.\n"
     )
-    append_report(report, "\n".join([head] + body), path=args.results or None)
+    print(append_report(report, "\n".join([head] + body), path=args.results or None))
     return 0
 
 

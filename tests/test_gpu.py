@@ -84,3 +84,15 @@ def test_classifier_on_gpu():
     X, y = load_digits(return_X_y=True)
     clf = RFMClassifier(iters=1, device="cuda", dtype="float32", solver="nystrom", n_centers=800, random_state=0).fit(X[:1500], y[:1500])
     assert clf.score(X[1500:], y[1500:]) > 0.93
+
+
+@needs_gpu
+def test_patch_features_on_cupy_blocks_match_numpy():
+    from bigrfm import PatchFeatures
+
+    X = np.random.default_rng(0).random((300, 28 * 28)).astype(np.float32)
+    pf = PatchFeatures((28, 28), n_filters=16, pool=4, n_fit_images=200, random_state=0).fit(X)
+    ref = pf.transform(X)
+    got = pf.transform(cp.asarray(X))
+    assert isinstance(got, cp.ndarray) and got.dtype == np.float32
+    np.testing.assert_allclose(cp.asnumpy(got), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
