@@ -85,3 +85,13 @@ def _has_matplotlib():
     except ImportError:
         return False
     return True
+
+
+def test_05_images_patch_features(tmp_path):
+    out = run([sys.executable, str(EXAMPLES / "05_images_patch_features.py")], tmp_path)
+    acc = {name: float(line.split("test accuracy ")[1].split()[0])
+           for line in out.splitlines() if "test accuracy" in line for name in [line.split(" test")[0].strip()]}
+    assert set(acc) == {"raw pixels", "patch features"} and min(acc.values()) > 0.95
+    assert "lazy features: (540, 128), 6 chunks of rows" in out
+    assert "streamed predictions agree with the in-memory pipeline: True" in out
+    assert "reloaded transformer gives the same features: True" in out
