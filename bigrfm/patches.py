@@ -40,7 +40,7 @@ from sklearn.utils.validation import check_is_fitted
 from .backend import array_module, on_device, to_numpy
 from .exceptions import InputError
 
-__all__ = ["PatchFeatures"]
+__all__ = ["PatchFeatures", "transform_dataset"]
 
 FEATURES_FORMAT = "bigrfm-patch-features"
 #: Bytes of patch and distance temporaries per block when ``block_rows`` is None.
@@ -202,7 +202,7 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or dask array of shape (n_samples, height * width * channels)
+        X : array-like, dask array or zarr array of shape (n_samples, height * width * channels)
         y : ignored
 
         Returns
@@ -217,7 +217,7 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
             raise InputError("PatchFeatures.fit: X has no rows.")
         rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31))
         idx = np.sort(rng.choice(n, size=min(n, int(self.n_fit_images)), replace=False))
-        sample = X[idx]
+        sample = X.oindex[idx] if hasattr(X, "oindex") else X[idx]  # a zarr array reads only those rows' chunks
         sample = np.asarray(sample.compute() if _is_dask(sample) else to_numpy(sample), dtype=np.float64)
         bad = ~np.isfinite(sample).all(axis=1)
         if bad.any():
@@ -314,52 +314,74 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
             )
 
     # -- files -----------------------------------------------------------------------------
-    def save(self, path: Any, *, overwrite: bool = False) -> Path:
-        """Write the fitted transformer to a folder: ``patch_features.json`` (parameters) and a
-        Zarr group with ``patch_mean``, ``whiten``, ``filters``; atomic, never pickle."""
-        from .model_io import _json_default, _put, atomic_folder  # noqa: PLC0415
-
+    def to_dict(self) -> dict:
+        """The fitted transformer as JSON-ready data (parameters and arrays as nested lists; JSON
+        writes floats with enough digits to read back the same float64 values)."""
         check_is_fitted(self, "filters_")
         params = {**self.get_params(), "image_shape": [int(v) for v in self.image_shape]}
         if not isinstance(params["random_state"], (Integral, type(None))):
             params["random_state"] = None  # a RandomState object is not data; the fitted arrays are what matter
-        meta = {"format": FEATURES_FORMAT, "format_version": 1, "params": params, "n_features_in": self.n_features_in_}
+        return {"format": FEATURES_FORMAT, "format_version": 1, "params": params,
+                "n_features_in": int(self.n_features_in_), "patch_mean": self.patch_mean_.tolist(),
+                "whiten": self.whiten_.tolist(), "filters": self.filters_.tolist()}
+
+    @classmethod
+    def from_dict(cls, meta: dict, where: str = "the input") -> "PatchFeatures":
+        """Inverse of :meth:`to_dict`; ``where`` names the source in errors."""
+        from .exceptions import ModelFormatError  # noqa: PLC0415
+
+        if not isinstance(meta, dict) or meta.get("format") != FEATURES_FORMAT or meta.get("format_version") != 1:
+            got = (meta.get("format"), meta.get("format_version")) if isinstance(meta, dict) else type(meta).__name__
+            raise ModelFormatError(
+                f"{where}: {got!r} is not {FEATURES_FORMAT!r} version 1; it was written by another program "
+                "or a newer bigrfm."
+            )
+        try:
+            params = {**meta["params"], "image_shape": tuple(meta["params"]["image_shape"])}
+            pf = cls(**params)
+            arrays = [np.asarray(meta[n], dtype=np.float64) for n in ("patch_mean", "whiten", "filters")]
+            H, W, C, _, _ = pf._geometry()
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelFormatError(f"{where}: incomplete or malformed PatchFeatures data ({type(e).__name__}: {e}).") from e
+        D = int(pf.patch_size) ** 2 * C
+        want = [(D,), (D, D), (int(pf.n_filters), D)]
+        if [a.shape for a in arrays] != want:
+            raise ModelFormatError(
+                f"{where}: array shapes {[a.shape for a in arrays]} do not match the parameters (expected {want})."
+            )
+        pf.patch_mean_, pf.whiten_, pf.filters_ = arrays
+        pf.n_features_in_ = H * W * C
+        pf.n_features_out_ = int(pf.n_filters) * int(pf.pool) ** 2
+        return pf
+
+    def save(self, path: Any, *, overwrite: bool = False) -> Path:
+        """Write the fitted transformer to a folder holding ``patch_features.json`` (:meth:`to_dict`);
+        atomic, never pickle."""
+        from .model_io import atomic_folder  # noqa: PLC0415
+
+        meta = self.to_dict()
         with atomic_folder(path, overwrite) as tmp:
-            g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-            for name in ("patch_mean_", "whiten_", "filters_"):
-                _put(g, name[:-1], getattr(self, name))
-            (tmp / "patch_features.json").write_text(json.dumps(meta, indent=2, default=_json_default))
+            (tmp / "patch_features.json").write_text(json.dumps(meta))
         return Path(path)
 
     @classmethod
     def load(cls, path: Any) -> "PatchFeatures":
-        """Read a folder written by :meth:`save` (JSON and numeric arrays only; shapes are checked)."""
+        """Read a folder written by :meth:`save`, or the ``patch_features`` attribute of a Zarr
+        dataset written by :func:`transform_dataset` (JSON only; shapes are checked)."""
         from .exceptions import ModelFormatError  # noqa: PLC0415
-        from .model_io import _read  # noqa: PLC0415
 
-        meta_file = Path(path) / "patch_features.json"
-        if not meta_file.is_file():
-            raise ModelFormatError(f"{path} is not a PatchFeatures folder (no patch_features.json).")
-        meta = json.loads(meta_file.read_text())
-        if meta.get("format") != FEATURES_FORMAT or meta.get("format_version") != 1:
-            raise ModelFormatError(
-                f"{meta_file}: format {meta.get('format')!r} version {meta.get('format_version')!r} is not "
-                f"{FEATURES_FORMAT!r} version 1; it was written by another program or a newer bigrfm."
-            )
-        params = dict(meta["params"])
-        params["image_shape"] = tuple(params["image_shape"])
-        pf = cls(**params)
-        g = zarr.open_group(str(path), mode="r")
-        pf.patch_mean_, pf.whiten_, pf.filters_ = (_read(g, n) for n in ("patch_mean", "whiten", "filters"))
-        H, W, C, _, _ = pf._geometry()
-        D = int(pf.patch_size) ** 2 * C
-        want = {"patch_mean": (D,), "whiten": (D, D), "filters": (int(pf.n_filters), D)}
-        got = {"patch_mean": pf.patch_mean_.shape, "whiten": pf.whiten_.shape, "filters": pf.filters_.shape}
-        if got != want:
-            raise ModelFormatError(f"{path}: array shapes {got} do not match the parameters (expected {want}).")
-        pf.n_features_in_ = H * W * C
-        pf.n_features_out_ = int(pf.n_filters) * int(pf.pool) ** 2
-        return pf
+        path = Path(path)
+        meta_file = path / "patch_features.json"
+        if meta_file.is_file():
+            return cls.from_dict(json.loads(meta_file.read_text()), str(meta_file))
+        if (path / "zarr.json").is_file():
+            attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+            if "patch_features" in attrs:
+                return cls.from_dict(attrs["patch_features"], f"{path} (attribute patch_features)")
+        raise ModelFormatError(
+            f"{path} holds no PatchFeatures: neither a folder with patch_features.json nor a dataset "
+            "written by `bigrfm patches`."
+        )
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """``patch{k}_r{i}c{j}``: filter k averaged over pooling region (i, j)."""
@@ -399,3 +421,73 @@ def _kmeans(z: np.ndarray, k: int, iters: int, rng: np.random.Generator) -> np.n
             far = np.argsort(d2[np.arange(len(z)), assign])[::-1][: empty.size]
             cent[empty] = z[far]
     return cent
+
+
+def transform_dataset(
+    pf: PatchFeatures,
+    data: Any,
+    out: str | Path,
+    *,
+    x_name: str = "X",
+    y_name: str = "y",
+    overwrite: bool = False,
+    block_rows: int | None = None,
+    progress: Any = None,
+) -> Any:
+    """Stream a Zarr dataset of images through a fitted :class:`PatchFeatures` into a new one.
+
+    Reads ``data`` block by block (its ``X_val``/``y_val`` split too), writes the features
+    and the unchanged targets to ``out`` (atomically: ``out`` appears complete or not at
+    all), and stores the transformer in the group attribute ``patch_features``, so
+    ``PatchFeatures.load(out)`` gives it back to transform new data the same way.
+
+    Parameters
+    ----------
+    pf : PatchFeatures
+        Fitted.
+    data : str, path or ZarrDataset
+        The image dataset (one flattened image per row of ``x_name``).
+    out : str or path
+        Output Zarr group.
+    x_name, y_name : str
+        Array names in ``data`` (``out`` uses the same names).
+    overwrite : bool
+        Replace an existing Zarr store at ``out``.
+    block_rows : int, optional
+        Images per block (default: :class:`PatchFeatures`' own block size).
+    progress : callable, optional
+        Called after each block with ``(rows done, rows in total)``.
+
+    Returns
+    -------
+    ZarrDataset
+        The written feature dataset, opened.
+    """
+    from .convert import create_dataset  # noqa: PLC0415
+    from .data import iter_blocks, open_dataset  # noqa: PLC0415
+
+    check_is_fitted(pf, "filters_")
+    ds = data if hasattr(data, "read") else open_dataset(str(data), x_name=x_name, y_name=y_name)
+    H, W, C, _, _ = pf._geometry()
+    if ds.n_features != H * W * C:
+        raise InputError(
+            f"{getattr(ds, 'path', data)}: {x_name!r} has {ds.n_features} columns but the transformer's "
+            f"image_shape={tuple(pf.image_shape)} needs {H * W * C}."
+        )
+    splits = [(ds, False)] + ([(ds.validation(), True)] if ds.validation() is not None else [])
+    total, done = sum(s.n_rows for s, _ in splits), 0
+    step = int(block_rows or pf._block_rows())
+    writer = create_dataset(out, pf.n_features_out_, dtype=pf.dtype, feature_names=list(pf.get_feature_names_out()),
+                            overwrite=overwrite, x_name=x_name, y_name=y_name, attrs={"patch_features": pf.to_dict()})
+    with writer:
+        for split, validation in splits:
+            for start, _stop, X, y in iter_blocks(split, step):
+                try:
+                    F = pf.transform(X)
+                except InputError as e:
+                    raise InputError(f"{getattr(split, 'path', data)}, rows from {start}: {e}") from None
+                writer.append(F, y, validation=validation)
+                done += len(X)
+                if progress is not None:
+                    progress(done, total)
+        return writer.close()

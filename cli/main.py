@@ -72,8 +72,10 @@ cli.add_command(convert)
 cli.add_command(info)
 
 from .features_cmd import features  # noqa: E402
+from .patches_cmd import patches  # noqa: E402
 
 cli.add_command(features)
+cli.add_command(patches)
 
 
 def main() -> None:

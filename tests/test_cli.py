@@ -136,3 +136,35 @@ def test_resume_after_kill_reaches_the_same_model(tmp_path):
     np.testing.assert_allclose(b.M_, a.M_, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(b.predict(X[:100]), a.predict(X[:100]), rtol=1e-9, atol=1e-12)
     assert not Path(f"{out}.checkpoint").exists()
+
+
+def test_patches_command_train_then_test_with_the_same_transformer(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from bigrfm import PatchFeatures
+    from bigrfm.data import open_dataset
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    train, test = write(tmp_path / "tr.zarr", X[:1400], y[:1400]), write(tmp_path / "te.zarr", X[1400:], y[1400:])
+    r = run("patches", train, tmp_path / "trf.zarr", "--image-shape", "8x8", "--patch-size", 3, "--filters", 8,
+            "--pool", 2, "--fit-images", 500)
+    assert r.exit_code == 0, r.output
+    assert "1,400 rows x 32 features (float32)" in r.output and "fitted on 500 sampled images" in r.output
+    r = run("patches", test, tmp_path / "tef.zarr", "--features", tmp_path / "trf.zarr")
+    assert r.exit_code == 0, r.output
+    assert "transformer from" in r.output
+    pf = PatchFeatures.load(tmp_path / "trf.zarr")
+    F, _ = open_dataset(str(tmp_path / "tef.zarr")).read(0, 397)
+    np.testing.assert_allclose(F, pf.transform(X[1400:]), rtol=1e-5, atol=1e-5)
+    r = run("fit", tmp_path / "trf.zarr", "--out", tmp_path / "m", "--iters", 1, "--bandwidth", 20)
+    assert r.exit_code == 0, r.output
+    r = run("evaluate", tmp_path / "m", tmp_path / "tef.zarr", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output[r.output.index("{"):])["accuracy"] > 0.9
+    # bad input: one Error line, nothing written
+    for args, msg in ((("--image-shape", "8,9"), "needs 72"), ((), "Give --image-shape"),
+                      (("--features", train), "holds no PatchFeatures")):
+        r = run("patches", test, tmp_path / "bad.zarr", *args)
+        assert r.exit_code == 2 and msg in r.output, r.output
+    assert not (tmp_path / "bad.zarr").exists()

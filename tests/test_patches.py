@@ -147,14 +147,52 @@ def test_save_load_round_trip_and_bad_folders(digits: tuple, tmp_path) -> None:
     pf.save(tmp_path / "pf")
     back = PatchFeatures.load(tmp_path / "pf")
     assert back.get_params() == {**pf.get_params(), "image_shape": (8, 8)}
+    for name in ("patch_mean_", "whiten_", "filters_"):  # JSON keeps float64 exactly
+        np.testing.assert_array_equal(getattr(back, name), getattr(pf, name))
     np.testing.assert_array_equal(back.transform(X[:50]), pf.transform(X[:50]))
     with pytest.raises(InputError, match="already exists"):
         pf.save(tmp_path / "pf")
     from bigrfm.exceptions import ModelFormatError
 
-    with pytest.raises(ModelFormatError, match="no patch_features.json"):
+    with pytest.raises(ModelFormatError, match="holds no PatchFeatures"):
         PatchFeatures.load(tmp_path)
     meta = tmp_path / "pf" / "patch_features.json"
     meta.write_text(meta.read_text().replace('"n_filters": 8', '"n_filters": 9'))
     with pytest.raises(ModelFormatError, match="do not match the parameters"):
         PatchFeatures.load(tmp_path / "pf")
+    meta.write_text('{"format": "something-else", "format_version": 1}')
+    with pytest.raises(ModelFormatError, match="is not 'bigrfm-patch-features' version 1"):
+        PatchFeatures.load(tmp_path / "pf")
+
+
+def test_transform_dataset_streams_a_zarr_store(digits: tuple, tmp_path) -> None:
+    from bigrfm.convert import create_dataset
+    from bigrfm.data import open_dataset
+    from bigrfm.patches import transform_dataset
+
+    X, y = digits
+    with create_dataset(tmp_path / "img.zarr", 64, dtype="float32", chunk_rows=100) as w:
+        w.append(X[:1500], y[:1500])
+        w.append(X[1500:], y[1500:], validation=True)
+    pf = PatchFeatures((8, 8), patch_size=3, n_filters=8, pool=2, n_fit_images=300, random_state=0).fit(X[:1500])
+    seen = []
+    out = transform_dataset(pf, tmp_path / "img.zarr", tmp_path / "f.zarr", block_rows=256,
+                            progress=lambda done, total: seen.append((done, total)))
+    assert out.n_rows == 1500 and out.n_features == 32 and out.feature_names[0] == "patch0_r0c0"
+    F, yy = out.read(0, 1500)
+    np.testing.assert_allclose(F, pf.transform(X[:1500].astype(np.float32)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(yy, y[:1500])
+    Fv, yv = out.validation().read(0, 297)
+    np.testing.assert_allclose(Fv, pf.transform(X[1500:].astype(np.float32)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(yv, y[1500:])
+    assert seen[-1] == (1797, 1797) and len(seen) == 6 + 2  # 256-row blocks: 6 of the 1,500, 2 of the 297
+    # the transformer travels with the dataset
+    back = PatchFeatures.load(tmp_path / "f.zarr")
+    np.testing.assert_array_equal(back.filters_, pf.filters_)
+    # a store of the wrong width: one clear error, nothing written
+    with create_dataset(tmp_path / "wide.zarr", 65, dtype="float32") as w:
+        w.append(np.zeros((10, 65)), np.zeros(10))
+    with pytest.raises(InputError, match="has 65 columns but the transformer's image_shape=\\(8, 8\\) needs 64"):
+        transform_dataset(pf, tmp_path / "wide.zarr", tmp_path / "g.zarr")
+    assert not (tmp_path / "g.zarr").exists()
+    assert open_dataset(str(tmp_path / "f.zarr")).n_rows == 1500
