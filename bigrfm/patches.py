@@ -483,10 +483,11 @@ def transform_dataset(
         for split, validation in splits:
             for start, _stop, X, y in iter_blocks(split, step):
                 try:
-                    F = pf.transform(X)
+                    pf._check_finite(X, start)  # rows numbered within the split, not the block
                 except InputError as e:
-                    raise InputError(f"{getattr(split, 'path', data)}, rows from {start}: {e}") from None
-                writer.append(F, y, validation=validation)
+                    raise InputError(f"{getattr(split, 'path', data)} ({'validation' if validation else 'training'} "
+                                     f"split): {e}") from None
+                writer.append(pf.transform(X), y, validation=validation)
                 done += len(X)
                 if progress is not None:
                     progress(done, total)

@@ -196,3 +196,13 @@ def test_transform_dataset_streams_a_zarr_store(digits: tuple, tmp_path) -> None
         transform_dataset(pf, tmp_path / "wide.zarr", tmp_path / "g.zarr")
     assert not (tmp_path / "g.zarr").exists()
     assert open_dataset(str(tmp_path / "f.zarr")).n_rows == 1500
+    # a NaN deep in the store: named by its row in the split, nothing written
+    import zarr
+
+    zarr.open_group(str(tmp_path / "img.zarr"), mode="r+")["X"][1234, 7] = np.nan
+    from bigrfm.data import _OPEN_ARRAYS
+
+    _OPEN_ARRAYS.clear()
+    with pytest.raises(InputError, match=r"img.zarr \(training split\): .*row\(s\) 1234 of X hold NaN"):
+        transform_dataset(pf, tmp_path / "img.zarr", tmp_path / "h.zarr", block_rows=256)
+    assert not (tmp_path / "h.zarr").exists()
