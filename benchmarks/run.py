@@ -612,7 +612,12 @@ def merge_runs(paths: list[str]) -> tuple[list[dict], dict]:
                      f"{', '.join(m['date'] for m in metas)}; total {meta['seconds']:.0f} s)."] + [
         n for m in metas for n in m.get("notes", [])]
     meta["methods"] = [m for m in METHODS if any(m in mm["methods"] for mm in metas)]
-    return [r for rs in by_ds.values() for r in rs], meta
+    records = [r for rs in by_ds.values() for r in rs]
+    meta["seeds"] = sorted({r["seed"] for r in records})
+    # "<name>: seed N only" notes of a part are stale once another part adds seeds of <name>
+    many = {ds for ds in {r["dataset"] for r in records} if len({r["seed"] for r in records if r["dataset"] == ds}) > 1}
+    meta["notes"] = [n for n in meta["notes"] if not (" only in this suite" in n and n.split(":")[0] in many)]
+    return records, meta
 
 
 def main(argv: list[str] | None = None) -> int:

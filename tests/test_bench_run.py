@@ -166,7 +166,11 @@ def test_merge_reports_runs_in_parts_as_one_keel_table(tmp_path):
     part4 = {"meta": meta(2.0), "records": [rec("keel-a", 2, m, a) for m, a in (("rfm", 0.5), ("hgb", 0.6))]}
     with open(tmp_path / "p4.json", "w") as f:
         json.dump(part4, f)
-    records, _ = run.merge_runs([*paths, str(tmp_path / "p4.json")])
+    part4["meta"]["notes"] = ["keel-a: seed 2 only in this suite (its Nystrom fits take minutes on 2 cores)."]
+    with open(tmp_path / "p4.json", "w") as f:
+        json.dump(part4, f)
+    records, m = run.merge_runs([*paths, str(tmp_path / "p4.json")])
+    assert m["seeds"] == [0, 1, 2] and not any("only in this suite" in n for n in m["notes"])
     assert sorted((r["seed"], r["method"], r["test"]) for r in records if r["dataset"] == "keel-a") == [
         (0, "hgb", 0.8), (0, "rfm", 0.95), (1, "hgb", 0.8), (1, "rfm", 0.95), (2, "hgb", 0.6), (2, "rfm", 0.5)]
 
