@@ -205,9 +205,10 @@ def _timed_predict(model: Any, X: np.ndarray) -> tuple[np.ndarray, float]:
     return pred, time.perf_counter() - t0
 
 
-def patch_features(d: dict, seed: int, spec: dict) -> tuple[dict, float, float]:
+def patch_features(d: dict, seed: int, spec: dict) -> tuple[dict, dict]:
     """``d`` with every split replaced by ``bigrfm.PatchFeatures(**spec, random_state=seed)`` features
-    (fitted on the training split), the seconds of fit + training transform, and of the test transform."""
+    (fitted on the training split), and what :func:`on_features` adds to a record: the spec, the
+    seconds of fit + training/validation transform and of the test transform, the feature count."""
     import bigrfm
 
     t0 = time.perf_counter()
@@ -216,25 +217,34 @@ def patch_features(d: dict, seed: int, spec: dict) -> tuple[dict, float, float]:
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     out["X_test"] = pf.transform(d["X_test"])
-    return out, fit_s, time.perf_counter() - t0
+    info = {"features": "patches", "patches": spec, "features_fit_s": fit_s,
+            "features_predict_s": time.perf_counter() - t0, "d_features": pf.n_features_out_}
+    return out, info
 
 
-def run_bigrfm(d: dict, seed: int, grid: dict, iters: int, want_kernel: bool, patches: dict | None = None) -> list[dict]:
+def on_features(rec: dict, info: dict | None) -> dict:
+    """A method's record with the features' ``info`` added and their seconds counted in fit_s / predict_s."""
+    if not info or "test" not in rec:
+        return rec
+    return {**rec, **info, "fit_s": rec["fit_s"] + info["features_fit_s"],
+            "predict_s": rec["predict_s"] + info["features_predict_s"]}
+
+
+def run_bigrfm(d: dict, seed: int, grid: dict, iters: int, want_kernel: bool, patches: dict | None = None,
+               featured: tuple[dict, dict] | None = None) -> list[dict]:
     """bigrfm's ``rfm`` (and ``kernel``) records. With ``patches`` (PatchFeatures parameters) both
-    models see patch features, and the features' fit / transform seconds count in fit_s / predict_s."""
+    models see patch features (``featured``: :func:`patch_features`' result when the caller has it
+    already), and the features' fit / transform seconds count in fit_s / predict_s."""
     task = d["task"]
-    feat_fit_s = feat_pred_s = 0.0
+    info = None
     if patches:
-        d, feat_fit_s, feat_pred_s = patch_features(d, seed, patches)
+        d, info = featured or patch_features(d, seed, patches)
     res = search.search_rfm(task, d["X_train"], d["y_train"], d["X_val"], d["y_val"], grid, seed, iters=iters)
     pred, pred_s = _timed_predict(res.model, d["X_test"])
     best = res.best
-    extra = {"patches": patches, "features_fit_s": feat_fit_s, "d_features": int(d["X_train"].shape[1])} if patches else {}
     tag = " patches(" + ",".join(f"{k}={v}" for k, v in patches.items() if k != "image_shape") + ")" if patches else ""
     out = [{
-        **extra,
-        "method": "rfm", "test": score(task, d["y_test"], pred), "fit_s": res.fit_seconds + feat_fit_s,
-        "predict_s": pred_s + feat_pred_s,
+        "method": "rfm", "test": score(task, d["y_test"], pred), "fit_s": res.fit_seconds, "predict_s": pred_s,
         "search_s": res.seconds, "config": search.format_params(res.params) + tag, "params": res.params,
         "best_iter": best.best_iter, "val_accuracy": best.val_accuracy, "val_mse": best.val_mse, "solver": res.solver,
         "grid": [dataclass_dict(t) for t in res.trials],
@@ -245,13 +255,11 @@ def run_bigrfm(d: dict, seed: int, grid: dict, iters: int, want_kernel: bool, pa
         pred, pred_s = _timed_predict(model, d["X_test"])
         h0 = model.history_[0]
         out.append({
-            **extra,
-            "method": "kernel", "test": score(task, d["y_test"], pred), "fit_s": fit_s + feat_fit_s,
-            "predict_s": pred_s + feat_pred_s,
+            "method": "kernel", "test": score(task, d["y_test"], pred), "fit_s": fit_s, "predict_s": pred_s,
             "search_s": res.seconds, "config": search.format_params(res.kernel_params) + tag, "params": res.kernel_params,
             "best_iter": 0, "val_accuracy": h0["val_accuracy"], "val_mse": h0["val_mse"], "solver": res.solver,
         })
-    return out
+    return [on_features(r, info) for r in out]
 
 
 def dataclass_dict(t: Any) -> dict:
@@ -308,7 +316,6 @@ def run_one(name: str, seed: int, methods: list[str], grid: dict, iters: int, lo
     ``peers_on_patches``: where the grid names ``_patches``, xRFM and HistGB see the same patch
     features as bigrfm (their seconds include the features'); records get ``features="patches"``."""
     d = load(name, seed)
-    d_peers = d
     info = {"dataset": name, "seed": seed, "task": d["task"], "n_train": len(d["y_train"]), "n_val": len(d["y_val"]),
             "n_test": len(d["y_test"]), "d": int(d["X_train"].shape[1]),
             "n_classes": len(d["classes"]) if "classes" in d else None}
@@ -317,17 +324,19 @@ def run_one(name: str, seed: int, methods: list[str], grid: dict, iters: int, lo
     patches = grid_here.get("_patches")
     grid_here = {k: v for k, v in grid_here.items() if not k.startswith("_")}
     recs: list[dict] = []
-    peer_extra: dict = {}
-    if patches and peers_on_patches and ("xrfm" in methods or "hgb" in methods):
-        d_peers, feat_fit_s, feat_pred_s = patch_features(d, seed, patches)
-        peer_extra = {"features": "patches", "patches": patches, "features_fit_s": feat_fit_s,
-                      "features_predict_s": feat_pred_s}
+    bigrfm_methods = "rfm" in methods or "kernel" in methods
+    peers_featured = bool(patches) and peers_on_patches and ("xrfm" in methods or "hgb" in methods)
+    featured: list = []
 
-    def peer(rec: dict) -> dict:
-        if peer_extra and "test" in rec:
-            rec = {**rec, **peer_extra, "fit_s": rec["fit_s"] + peer_extra["features_fit_s"],
-                   "predict_s": rec["predict_s"] + peer_extra["features_predict_s"]}
-        return rec
+    def features() -> tuple[dict, dict]:
+        # one PatchFeatures fit and transform serves bigrfm and the peers alike; called inside each
+        # method's try, so a failure becomes that method's error record
+        if not featured:
+            featured.append(patch_features(d, seed, patches))
+        return featured[0]
+
+    def peer_data() -> tuple[dict, dict | None]:
+        return features() if peers_featured else (d, None)
 
     def add(rec: dict) -> None:
         rec = {**info, **rec}
@@ -342,9 +351,10 @@ def run_one(name: str, seed: int, methods: list[str], grid: dict, iters: int, lo
                 msg += f"  [{rec['config']}, t={rec['best_iter']}, search {rec['search_s']:.1f}s]"
         print(f"{name:<24} seed {seed}  {rec['method']:<7} {msg}", file=log, flush=True)
 
-    if "rfm" in methods or "kernel" in methods:
+    if bigrfm_methods:
         try:
-            out = run_bigrfm(d, seed, grid_here, iters, want_kernel="kernel" in methods, patches=patches)
+            out = run_bigrfm(d, seed, grid_here, iters, want_kernel="kernel" in methods, patches=patches,
+                             featured=features() if patches else None)
             for r in out:
                 if r["method"] in methods:
                     add(r)
@@ -356,12 +366,14 @@ def run_one(name: str, seed: int, methods: list[str], grid: dict, iters: int, lo
         add({"method": "xrfm", "skipped": f"{n_train:,} training rows > --xrfm-max-train {xrfm_max_train:,}"})
     elif "xrfm" in methods:
         try:
-            add(peer(run_xrfm(d_peers, seed)))
+            d_peers, peer_info = peer_data()
+            add(on_features(run_xrfm(d_peers, seed), peer_info))
         except Exception as e:  # noqa: BLE001
             add({"method": "xrfm", "error": f"{type(e).__name__}: {e}"})
     if "hgb" in methods:
         try:
-            add(peer(run_hgb(d_peers, seed)))
+            d_peers, peer_info = peer_data()
+            add(on_features(run_hgb(d_peers, seed), peer_info))
         except Exception as e:  # noqa: BLE001
             add({"method": "hgb", "error": f"{type(e).__name__}: {e}"})
     return recs

@@ -238,8 +238,13 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
         self.whiten_ = whiten
         self.filters_ = _kmeans(z, int(self.n_filters), int(self.kmeans_iters), rng)
         self.n_features_in_ = int(X.shape[1])
-        self.n_features_out_ = int(self.n_filters) * int(self.pool) ** 2
         return self
+
+    @property
+    def n_features_out_(self) -> int:
+        """``n_filters * pool ** 2`` (fitted transformers only)."""
+        check_is_fitted(self, "filters_")
+        return int(self.n_filters) * int(self.pool) ** 2
 
     # -- transform -----------------------------------------------------------------------
     def _transform_block(self, B: Any) -> Any:
@@ -286,23 +291,26 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
             if X.numblocks[1] != 1:
                 X = X.rechunk({1: -1})
             return X.map_blocks(
-                self._checked_block, dtype=np.dtype(self.dtype), chunks=(X.chunks[0], (self.n_features_out_,))
+                self._dask_block, dtype=np.dtype(self.dtype), chunks=(X.chunks[0], (self.n_features_out_,))
             )
         xp = array_module(X)
         X = X if xp is not np else np.asarray(X)
         if X.dtype.kind not in "fiub":
             raise InputError(f"PatchFeatures.transform: X must be numeric; got dtype {X.dtype}.")
-        self._check_finite(X, 0)
         step = self._block_rows()
         out = xp.empty((X.shape[0], self.n_features_out_), dtype=self.dtype)
         for s in range(0, X.shape[0], step):
-            out[s : s + step] = self._transform_block(X[s : s + step])
+            out[s : s + step] = self._checked_block(X[s : s + step], s)
         return out
 
-    def _checked_block(self, B: Any, block_info: dict | None = None) -> Any:
-        offset = 0 if not block_info else int(block_info[0]["array-location"][0][0])
+    def _checked_block(self, B: Any, offset: int) -> Any:
+        """:meth:`_transform_block` of a block that starts at row ``offset`` of X, after naming
+        its non-finite rows (by their row in X) if it has any."""
         self._check_finite(B, offset)
         return self._transform_block(B)
+
+    def _dask_block(self, B: Any, block_info: dict | None = None) -> Any:
+        return self._checked_block(B, 0 if not block_info else int(block_info[0]["array-location"][0][0]))
 
     @staticmethod
     def _check_finite(B: Any, offset: int) -> None:
@@ -322,8 +330,7 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
         if not isinstance(params["random_state"], (Integral, type(None))):
             params["random_state"] = None  # a RandomState object is not data; the fitted arrays are what matter
         return {"format": FEATURES_FORMAT, "format_version": 1, "params": params,
-                "n_features_in": int(self.n_features_in_), "patch_mean": self.patch_mean_.tolist(),
-                "whiten": self.whiten_.tolist(), "filters": self.filters_.tolist()}
+                "patch_mean": self.patch_mean_.tolist(), "whiten": self.whiten_.tolist(), "filters": self.filters_.tolist()}
 
     @classmethod
     def from_dict(cls, meta: dict, where: str = "the input") -> "PatchFeatures":
@@ -351,7 +358,6 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
             )
         pf.patch_mean_, pf.whiten_, pf.filters_ = arrays
         pf.n_features_in_ = H * W * C
-        pf.n_features_out_ = int(pf.n_filters) * int(pf.pool) ** 2
         return pf
 
     def save(self, path: Any, *, overwrite: bool = False) -> Path:
@@ -483,11 +489,11 @@ def transform_dataset(
         for split, validation in splits:
             for start, _stop, X, y in iter_blocks(split, step):
                 try:
-                    pf._check_finite(X, start)  # rows numbered within the split, not the block
+                    F = pf._checked_block(X, start)  # rows numbered within the split, not the block
                 except InputError as e:
                     raise InputError(f"{getattr(split, 'path', data)} ({'validation' if validation else 'training'} "
                                      f"split): {e}") from None
-                writer.append(pf.transform(X), y, validation=validation)
+                writer.append(F, y, validation=validation)
                 done += len(X)
                 if progress is not None:
                     progress(done, total)

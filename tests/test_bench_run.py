@@ -243,3 +243,21 @@ def test_peers_on_patches_gives_histgb_the_patch_features(monkeypatch):
     assert seen == [64, 16]
     assert "features" not in plain[0]
     assert feats[0]["features"] == "patches" and feats[0]["fit_s"] > feats[0]["features_fit_s"] > 0
+
+
+def test_patch_features_are_fitted_once_for_bigrfm_and_the_peers(monkeypatch):
+    import io
+
+    spec = {"image_shape": [8, 8], "patch_size": 3, "n_filters": 4, "pool": 2, "n_fit_images": 200}
+    grid = {"_fixed": True, "bandwidth": [10.0], "reg": [1e-3], "diag": [False], "_patches": spec}
+    calls = []
+    real = run.patch_features
+
+    def counting(d, seed, s):
+        calls.append(s)
+        return real(d, seed, s)
+
+    monkeypatch.setattr(run, "patch_features", counting)
+    recs = run.run_one("digits", 0, ["rfm", "hgb"], grid, 0, io.StringIO(), peers_on_patches=True)
+    assert len(calls) == 1
+    assert [r["method"] for r in recs] == ["rfm", "hgb"] and all(r["d_features"] == 16 for r in recs)
