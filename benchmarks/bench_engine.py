@@ -32,8 +32,9 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from bigrfm.backend import ExecConfig
-from bigrfm.data import ArrayDataset, open_dataset
+from bigrfm.config import ExecConfig
+from bigrfm.io.datasets import ArrayDataset
+from bigrfm.io.zarr_store import open_dataset
 from bigrfm.engine import Engine
 
 HERE = Path(__file__).resolve().parent

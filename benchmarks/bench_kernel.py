@@ -11,8 +11,8 @@ is pushed through the three block functions of a pass:
 
 - ``gram``: ``bigrfm.solvers.nystrom.gram_matvec_block(X, None, kernel, S, Zt, zsq, v)``,
   i.e. K_b^T (K_b v) with v of c columns (one CG iteration's work for a block);
-- ``agop``: ``bigrfm.agop.kernel_agop_block`` (the AGOP partial sums);
-- ``predict``: ``bigrfm.predictors.kernel_predict_block`` (K_b alpha).
+- ``agop``: ``bigrfm.numerics.agop.kernel_agop_block`` (the AGOP partial sums);
+- ``predict``: ``bigrfm.model.predictors.kernel_predict_block`` (K_b alpha).
 
 The arguments come from ``KernelPredictor(kernel, M, Z, alpha).broadcast(np, dtype)``.
 Each is timed ``--repeats`` times (median). Reported: kernel entries per second
@@ -71,9 +71,9 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bigrfm.agop import kernel_agop_block
-from bigrfm.kernels import make_kernel
-from bigrfm.predictors import KernelPredictor, kernel_predict_block
+from bigrfm.numerics.agop import kernel_agop_block
+from bigrfm.numerics.kernels import make_kernel
+from bigrfm.model.predictors import KernelPredictor, kernel_predict_block
 from bigrfm.solvers.nystrom import gram_matvec_block
 
 HERE = Path(__file__).resolve().parent

@@ -400,7 +400,7 @@ def _chunk_rows(d: int, itemsize: int = 4, target: int = 8 * 2**20) -> int:
 
 
 def _write_plain(path: str, parts: dict[str, tuple[np.ndarray, np.ndarray]], attrs: dict) -> None:
-    """Fallback writer with plain zarr (used only when bigrfm.data has no create_dataset):
+    """Fallback writer with plain zarr (used only when bigrfm has no create_dataset):
     float32 X chunked along rows (~8 MiB), no compression, written to a temporary
     sibling and renamed into place."""
     import zarr
@@ -426,7 +426,7 @@ def write_group(path: str, X: np.ndarray, y: np.ndarray, *, X_val: np.ndarray | 
                 feature_names: list[str], attrs: dict | None = None, overwrite: bool = False) -> str:
     """Write one Zarr group in bigrfm's dataset layout (X, y, optional X_val/y_val;
     float32 X, row chunks of ~8 MiB, no compression; ``feature_names`` attribute),
-    with :func:`bigrfm.convert.create_dataset` when it exists."""
+    with :func:`bigrfm.io.convert.create_dataset` when it exists."""
     X = np.ascontiguousarray(X, dtype=np.float32)
     parts = {"": (X, np.asarray(y))}
     if X_val is not None:
@@ -434,7 +434,7 @@ def write_group(path: str, X: np.ndarray, y: np.ndarray, *, X_val: np.ndarray | 
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True.")
     try:
-        from bigrfm.convert import create_dataset
+        from bigrfm.io.convert import create_dataset
     except ImportError:
         _write_plain(path, parts, {**(attrs or {}), "feature_names": list(feature_names)})
         return path

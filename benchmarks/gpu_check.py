@@ -48,8 +48,8 @@ def main() -> None:
         print(f"no usable GPU ({exc}); nothing to check", file=sys.stderr)
         sys.exit(2)
     from bigrfm import RFMRegressor, cuda_kernels
-    from bigrfm.kernels import LaplaceKernel
-    from bigrfm.predictors import KernelPredictor
+    from bigrfm.numerics.kernels import LaplaceKernel
+    from bigrfm.model.predictors import KernelPredictor
     from bigrfm.solvers.nystrom import gram_matvec_block
 
     name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()

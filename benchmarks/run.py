@@ -88,7 +88,7 @@ SUITES = {
              # (diamonds, ten minutes a fit, runs all three seeds: its target is a near-tie)
              "seed_cap": {"fashion_mnist": 1},
              # grids above search.EXACT_MAX_ROWS (other sets: LARGE_GRID), each from a validation-only study
-             # (RESULTS.md): Fashion-MNIST, PatchFeatures (bigrfm.patches) chosen by fashion_patches.py's
+             # (RESULTS.md): Fashion-MNIST, PatchFeatures (bigrfm.features.patches) chosen by fashion_patches.py's
              # screen (5x5 patches, 64 filters, 4x4 pooling, bandwidth 160 on the standardized features:
              # validation 0.902 on 5k rows against 0.863 for pixels) and 16,000 centers (validation
              # 0.927 on all 50k rows in 12 minutes; pixels: 0.897); diamonds, validation RMSE 0.0997 -> 0.0971 at t=0 and 0.0877 -> 0.0876

@@ -34,8 +34,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .backend import ExecConfig, resolve_device
-from .data import Dataset, row_blocks
+from .config import ExecConfig
+from .io.datasets import Dataset, row_blocks
+from .numerics.backend import resolve_device
 from .exceptions import BigRFMError, ClusterError, InputError
 
 __all__ = ["Engine", "add_tree"]
@@ -144,7 +145,7 @@ class Engine:
     Examples
     --------
     >>> import numpy as np
-    >>> from bigrfm.data import ArrayDataset
+    >>> from bigrfm.io.datasets import ArrayDataset
     >>> def colsum(X, y):
     ...     return X.sum(axis=0)
     >>> with Engine(ExecConfig(block_rows=3)) as engine:

@@ -1,8 +1,11 @@
-"""scikit-learn estimators: :class:`RFMRegressor` and :class:`RFMClassifier`.
+"""scikit-learn estimators: :class:`RFMRegressor`, :class:`RFMClassifier`, and :func:`load_model`.
 
 They validate inputs and hyper-parameters, encode labels, and hand the maths
-to :func:`bigrfm.pipeline.fit_dataset` (the same code path ``bigrfm fit``
-runs on a Zarr store) with the arrays wrapped as an in-memory dataset.
+to :func:`bigrfm.model.fit.fit_dataset` (the same code path ``bigrfm fit``
+runs on a Zarr store) with the arrays wrapped as an in-memory dataset. They
+describe themselves to a model folder as plain arrays and JSON
+(:mod:`bigrfm.io.model_folder`) and build themselves back from one. No maths
+and no file format here.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .backend import ExecConfig, get_xp
-from .data import ArrayDataset
-from .exceptions import InputError
-from .kernels import KERNELS, make_kernel
-from .pipeline import FitSettings, fit_dataset
-from .predictors import predict_in_blocks, scores_to_proba
-from .rfm import RFMParams
+from .config import ExecConfig
+from .exceptions import InputError, ModelFormatError
+from .io.datasets import ArrayDataset
+from .io.model_folder import FolderContents, read_model, write_model
+from .model.fit import FitSettings, fit_dataset
+from .model.predictors import predict_in_blocks, predictor_arrays, predictor_from_arrays, scores_to_proba
+from .model.rfm import RFMParams
+from .numerics.backend import get_xp
+from .numerics.kernels import KERNELS, kernel_from_dict, kernel_to_dict, make_kernel
+from .version import __version__
 
-__all__ = ["RFMRegressor", "RFMClassifier"]
+__all__ = ["RFMRegressor", "RFMClassifier", "load_model"]
 
 _PARAMS_DOC = """
     kernel : {"laplace", "gaussian", "exp_power"}, default="laplace"
@@ -286,7 +292,7 @@ class _BaseRFM(BaseEstimator):
         ----------
         data : str, path or Dataset
             A Zarr group (local path or fsspec URL) with arrays ``x_name`` and
-            ``y_name``, or an opened :class:`bigrfm.data.ZarrDataset`.
+            ``y_name``, or an opened :class:`bigrfm.io.zarr_store.ZarrDataset`.
         x_name, y_name : str
             Array names inside the group.
         use_stored_validation : bool
@@ -302,7 +308,7 @@ class _BaseRFM(BaseEstimator):
         -------
         self
         """
-        from .data import open_dataset  # noqa: PLC0415
+        from .io.zarr_store import open_dataset  # noqa: PLC0415
 
         self._validate_params()
         dataset = data if hasattr(data, "read") else open_dataset(str(data), x_name=x_name, y_name=y_name)
@@ -323,10 +329,83 @@ class _BaseRFM(BaseEstimator):
         return self
 
     def save(self, path: Any, *, overwrite: bool = False, provenance: dict | None = None) -> Any:
-        """Write the fitted model to a folder (Zarr arrays + model.json, atomic; see :mod:`bigrfm.model_io`)."""
-        from .model_io import save_model  # noqa: PLC0415
+        """Write the fitted model to a folder (Zarr arrays + model.json, atomic; see :mod:`bigrfm.io.model_folder`).
 
-        return save_model(self, path, overwrite=overwrite, provenance=provenance)
+        Parameters
+        ----------
+        path : str or PathLike
+            The model folder; it appears complete or not at all.
+        overwrite : bool
+            Replace an existing folder.
+        provenance : dict, optional
+            JSON-ready facts stored with the model (data path, rows, seconds...).
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        return write_model(path, self._to_contents(provenance), overwrite=overwrite)
+
+    def _to_contents(self, provenance: dict | None = None) -> FolderContents:
+        import time  # noqa: PLC0415
+
+        check_is_fitted(self, "predictor_")
+        kind, parts = predictor_arrays(self.predictor_)
+        meta = {
+            "estimator": type(self).__name__,
+            "params": self.get_params(deep=False),
+            "kernel": kernel_to_dict(self.predictor_.kernel),
+            "predictor": kind,
+            "solver": self.solver_,
+            "best_iter": self.best_iter_,
+            "history": self.history_,
+            "n_features_in": int(self.n_features_in_),
+            "feature_names": None if not hasattr(self, "feature_names_in_") else [str(f) for f in self.feature_names_in_],
+            "y_ndim": int(getattr(self, "_y_ndim", 1)),
+            "provenance": {"bigrfm_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(provenance or {})},
+        }
+        arrays = {
+            "M": self.M_,
+            **parts,
+            "x_mean": self.x_mean_,
+            "x_scale": self.x_scale_,
+            "y_mean": getattr(self, "_y_mean", None),
+            "y_scale": getattr(self, "_y_scale", None),
+            "classes": getattr(self, "classes_", None),
+        }
+        return FolderContents(meta, arrays)
+
+    @classmethod
+    def _from_contents(cls, c: FolderContents) -> "_BaseRFM":
+        """The fitted estimator a model folder describes (shapes checked against each other)."""
+        d = int(c.get("n_features_in"))
+        M = c.array("M")
+        try:
+            est = cls(**c.get("params"))
+            pred = predictor_from_arrays(c.get("predictor"), kernel_from_dict(c.get("kernel")), M,
+                                         {k: v for k, v in c.arrays.items() if v is not None})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{c.where}: the model description is inconsistent or damaged ({type(exc).__name__}: {exc}).") from None
+        x_mean, x_scale = c.array("x_mean", False), c.array("x_scale", False)
+        if M.shape not in ((d,), (d, d)) or (x_mean is not None and (x_mean.shape != (d,) or x_scale is None or x_scale.shape != (d,))):
+            raise ModelFormatError(f"{c.where}: array shapes are inconsistent with n_features_in={d}; the folder is damaged.")
+        est.predictor_ = pred
+        est.M_ = M
+        est.centers_ = getattr(pred, "centers", None)
+        est.dual_coef_ = getattr(pred, "alpha", getattr(pred, "w", None))
+        est.best_iter_ = int(c.get("best_iter"))
+        est.history_ = c.get("history")
+        est.solver_ = c.get("solver")
+        est.x_mean_, est.x_scale_ = x_mean, x_scale
+        est._y_mean, est._y_scale = c.array("y_mean", False), c.array("y_scale", False)
+        est._y_ndim = int(c.meta.get("y_ndim", 1))
+        est.n_features_in_ = d
+        if c.meta.get("feature_names"):
+            est.feature_names_in_ = np.asarray(c.meta["feature_names"], dtype=object)
+        if cls is RFMClassifier:
+            est.classes_ = c.array("classes")
+        est.model_metadata_ = c.meta
+        return est
 
     def _set_fitted(self, result: Any) -> None:
         state, pre = result.state, result.preprocessing
@@ -498,7 +577,7 @@ class RFMClassifier(ClassifierMixin, _BaseRFM):
         return s[:, 1] - s[:, 0] if s.shape[1] == 2 else s
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities from the one-hot scores (see :func:`bigrfm.predictors.scores_to_proba`).
+        """Class probabilities from the one-hot scores (see :func:`bigrfm.model.predictors.scores_to_proba`).
 
         They rank classes exactly like ``predict`` and ``decision_function`` but
         are not calibrated; wrap the model in
@@ -511,3 +590,22 @@ class RFMClassifier(ClassifierMixin, _BaseRFM):
         """Predicted class labels."""
         check_is_fitted(self, "predictor_")
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def load_model(path: Any) -> _BaseRFM:
+    """Load a model folder written by :meth:`RFMRegressor.save` / :meth:`RFMClassifier.save` (or ``bigrfm fit``).
+
+    Reads JSON and arrays only (never pickle), and checks every shape.
+
+    Raises
+    ------
+    ModelFormatError
+        Missing files or arrays, an unknown format version, or arrays whose shapes disagree.
+    """
+    c = read_model(path)
+    classes = {"RFMRegressor": RFMRegressor, "RFMClassifier": RFMClassifier}
+    name = c.get("estimator")
+    kernel = c.get("kernel")
+    if name not in classes or not isinstance(kernel, dict) or kernel.get("name") not in KERNELS:
+        raise ModelFormatError(f"{c.where}: unknown estimator or kernel ({name!r}, {kernel!r}).")
+    return classes[name]._from_contents(c)

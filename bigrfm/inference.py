@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
-from .backend import resolve_device, to_numpy
 from .exceptions import InputError
-from .model_io import atomic_folder
-from .prepare import Prepare
-from .predictors import scores_to_proba
+from .io.atomic import atomic_folder
+from .model.predictors import scores_to_proba
+from .model.prepare import Prepare
+from .numerics.backend import resolve_device, to_numpy
 
 __all__ = ["OutputMap", "predict_dataset", "evaluate_dataset"]
 
@@ -57,6 +56,8 @@ def predict_write_block(
     X: np.ndarray, y: Any = None, *, block_range: tuple[int, int], out: str, output: OutputMap, proba: bool, predict_fn: Any, **bc: Any
 ) -> int:
     """Predict one block and write it to rows [start, stop) of the output group; returns the row count."""
+    import zarr  # noqa: PLC0415
+
     start, stop = block_range
     pred, p = output(_scores(X, bc, predict_fn))
     group = zarr.open_group(out, mode="r+")
@@ -96,6 +97,8 @@ def predict_dataset(est: Any, dataset: Any, out: str | Path, engine: Any, *, pro
     output = OutputMap.of(est)
     n = dataset.n_rows
     block_rows = _block_rows(engine, dataset)
+    import zarr  # noqa: PLC0415
+
     with atomic_folder(out, overwrite) as tmp:
         g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         c = est.dual_coef_.shape[1]

@@ -1,7 +1,7 @@
 """``bigrfm convert`` and ``bigrfm info``: build a Zarr dataset from a file, and describe one.
 
-Thin wrappers: parse options, call :func:`bigrfm.convert.convert` /
-:func:`bigrfm.convert.describe`, print results on stdout (logs go to stderr). The
+Thin wrappers: parse options, call :func:`bigrfm.io.convert.convert` /
+:func:`bigrfm.io.convert.describe`, print results on stdout (logs go to stderr). The
 library's errors propagate to the ``bigrfm`` group, which prints one
 ``Error: ...`` line and exits with code 2 (``bigrfm --debug`` shows the
 traceback).
@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from bigrfm import convert as convert_mod
-from bigrfm import data
+from bigrfm.io import convert as convert_mod
+from bigrfm.io import zarr_store
 
 __all__ = ["convert", "info"]
 
@@ -82,7 +82,7 @@ def _target_lines(target: dict | None, indent: str = "  ") -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(dataset: str, x_name: str, y_name: str, as_json: bool) -> None:
     """Describe the Zarr dataset DATASET: shape, storage, targets, validation split."""
-    summary = convert_mod.describe(data.open_dataset(dataset, x_name, y_name))
+    summary = convert_mod.describe(zarr_store.open_dataset(dataset, x_name, y_name))
     if as_json:
         click.echo(json.dumps(summary))
         return

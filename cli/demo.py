@@ -26,7 +26,7 @@ def _write_splits(name: str, out: Path, seed: int) -> tuple[Path, Path]:
     import sklearn.datasets
     from sklearn.model_selection import train_test_split
 
-    from bigrfm.convert import create_dataset
+    from bigrfm.io.convert import create_dataset
 
     loader, classification = _DATASETS[name]
     bunch = getattr(sklearn.datasets, loader)()

@@ -13,7 +13,7 @@ from typing import Any
 import click
 import numpy as np
 
-from bigrfm.backend import ExecConfig
+from bigrfm.config import ExecConfig
 from bigrfm.exceptions import InputError
 
 _TASKS = ("auto", "classification", "regression")
@@ -134,8 +134,8 @@ def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent:
     (OUT.checkpoint/, used by --resume), and ends with the per-iteration table.
     """
     from bigrfm import RFMClassifier, RFMRegressor
-    from bigrfm.data import open_dataset
-    from bigrfm.model_io import load_checkpoint, save_checkpoint
+    from bigrfm.io.zarr_store import open_dataset
+    from bigrfm.model.checkpoint import load_checkpoint, save_checkpoint
 
     out_path = Path(out)
     if out_path.exists() and not overwrite:
@@ -198,7 +198,7 @@ def predict(model_dir: str, data: str, out: str, proba: bool, overwrite: bool, d
             device: str, scheduler: str, workers: int | None, memory_limit: str, x_name: str, y_name: str) -> None:
     """Write predictions of the model in MODEL_DIR for the rows of DATA (streamed)."""
     from bigrfm import load_model
-    from bigrfm.data import open_dataset
+    from bigrfm.io.zarr_store import open_dataset
     from bigrfm.inference import predict_dataset
 
     est = load_model(model_dir)
@@ -218,7 +218,7 @@ def evaluate(model_dir: str, data: str, as_json: bool, split: str, dtype: str, b
              scheduler: str, workers: int | None, memory_limit: str, x_name: str, y_name: str) -> dict:
     """Accuracy (classifiers) or RMSE and R^2 (regressors) of MODEL_DIR on DATA."""
     from bigrfm import load_model
-    from bigrfm.data import open_dataset
+    from bigrfm.io.zarr_store import open_dataset
     from bigrfm.inference import evaluate_dataset
 
     est = load_model(model_dir)

@@ -1,6 +1,6 @@
 """``bigrfm patches``: stream a Zarr dataset of images into a Zarr dataset of patch features.
 
-Thin wrapper over :class:`bigrfm.PatchFeatures` and :func:`bigrfm.patches.transform_dataset`;
+Thin wrapper over :class:`bigrfm.PatchFeatures` and :func:`bigrfm.features.patches.transform_dataset`;
 errors propagate to the ``bigrfm`` group (one ``Error: ...`` line, exit code 2).
 """
 
@@ -56,8 +56,8 @@ def patches(data: str, out: str, image_shape: str | None, features_src: str | No
         bigrfm fit train-f.zarr --out model/ && bigrfm evaluate model/ test-f.zarr
     """
     from bigrfm import PatchFeatures
-    from bigrfm.data import _open_array, open_dataset
-    from bigrfm.patches import transform_dataset
+    from bigrfm.io.zarr_store import open_array, open_dataset
+    from bigrfm.features.patches import transform_dataset
 
     ds = open_dataset(data, x_name=x_name, y_name=y_name)
     t0 = time.perf_counter()
@@ -69,8 +69,8 @@ def patches(data: str, out: str, image_shape: str | None, features_src: str | No
             raise InputError("Give --image-shape HEIGHT,WIDTH[,CHANNELS] (or --features to reuse a fitted transformer).")
         pf = PatchFeatures(_shape(image_shape), patch_size=patch_size, n_filters=filters, pool=pool, stride=stride,
                            n_fit_images=fit_images, random_state=seed, dtype=dtype)
-        X = _open_array(ds.path, x_name, (ds.n_rows, ds.n_features))
-        pf._check_width(X, f"{data} ({x_name!r})")  # fit checks too, but without naming the store
+        X = open_array(ds.path, x_name, (ds.n_rows, ds.n_features))
+        pf.check_width(X, f"{data} ({x_name!r})")  # fit checks too, but without naming the store
         pf.fit(X)
         how = f"fitted on {min(fit_images, ds.n_rows):,} sampled images in {time.perf_counter() - t0:.1f} s"
 

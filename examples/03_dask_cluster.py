@@ -22,7 +22,7 @@ import numpy as np
 from distributed import LocalCluster
 
 from bigrfm import RFMRegressor
-from bigrfm.convert import create_dataset
+from bigrfm.io.convert import create_dataset
 
 
 def target(X):

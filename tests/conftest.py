@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bigrfm.backend import ExecConfig
+from bigrfm.config import ExecConfig
 from bigrfm.engine import Engine
 
 TESTS_DIR = str(Path(__file__).resolve().parent)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from bigrfm.agop import AgopSums, agop_from_sums, kernel_agop_block, normalize_metric
-from bigrfm.kernels import GaussianKernel, LaplaceKernel
-from bigrfm.predictors import KernelPredictor
+from bigrfm.numerics.agop import AgopSums, agop_from_sums, kernel_agop_block, normalize_metric
+from bigrfm.numerics.kernels import GaussianKernel, LaplaceKernel
+from bigrfm.model.predictors import KernelPredictor
 
 
 def naive_agop(kernel, X, Z, alpha, M, centering, diag):

@@ -234,7 +234,7 @@ def test_to_zarr_layout_and_reuse(tmp_path):
     _check_group(test, data["X_test"], data["y_test"], data["feature_names"])
     assert zarr.open_group(test, mode="r").attrs["task"] == "regression"
     try:
-        from bigrfm.data import open_dataset
+        from bigrfm.io.zarr_store import open_dataset
     except ImportError:
         pass
     else:

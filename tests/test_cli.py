@@ -13,7 +13,7 @@ import zarr
 from click.testing import CliRunner
 
 from bigrfm import load_model
-from bigrfm.convert import create_dataset
+from bigrfm.io.convert import create_dataset
 from bigrfm_cli.main import cli
 
 BIGRFM = [sys.executable, "-m", "bigrfm_cli.main"]
@@ -142,7 +142,7 @@ def test_patches_command_train_then_test_with_the_same_transformer(tmp_path):
     from sklearn.datasets import load_digits
 
     from bigrfm import PatchFeatures
-    from bigrfm.data import open_dataset
+    from bigrfm.io.zarr_store import open_dataset
 
     X, y = load_digits(return_X_y=True)
     X = X / 16.0

@@ -10,8 +10,8 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from bigrfm.convert import convert
-from bigrfm.data import open_dataset
+from bigrfm.io.convert import convert
+from bigrfm.io.zarr_store import open_dataset
 from bigrfm.exceptions import DataError, InputError
 from bigrfm_cli.main import cli
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import zarr
 
-from bigrfm import convert as convert_mod
-from bigrfm import data, stats
-from bigrfm.data import ZarrDataset, open_dataset
+from bigrfm.io import convert as convert_mod
+from bigrfm.io import datasets as data, stats
+from bigrfm.io.zarr_store import ZarrDataset, open_dataset
 from bigrfm.exceptions import DataError, InputError
 
 

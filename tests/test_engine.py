@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import zarr
 
-from bigrfm.backend import ExecConfig
-from bigrfm.data import ArrayDataset, open_dataset, row_blocks
+from bigrfm.config import ExecConfig
+from bigrfm.io.datasets import ArrayDataset, row_blocks
+from bigrfm.io.zarr_store import open_dataset
 from bigrfm.engine import Engine, add_tree
 from bigrfm.exceptions import ClusterError, DataError, InputError
 
@@ -268,7 +269,7 @@ def test_threads_backend_does_not_import_distributed():
     code = (
         "import sys, numpy as np\n"
         "from bigrfm.engine import Engine\n"
-        "from bigrfm.data import ArrayDataset\n"
+        "from bigrfm.io.datasets import ArrayDataset\n"
         "out = Engine().map_reduce(lambda X, y: X.sum(axis=0), ArrayDataset(np.ones((10, 2))), block_rows=3)\n"
         "assert out.tolist() == [10.0, 10.0], out\n"
         "bad = [m for m in ('distributed', 'dask') if m in sys.modules]\n"

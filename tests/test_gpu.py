@@ -19,9 +19,9 @@ cp = _gpu()
 needs_gpu = pytest.mark.skipif(cp is None, reason="needs CuPy and a CUDA device")
 
 from bigrfm import RFMClassifier, RFMRegressor  # noqa: E402
-from bigrfm.agop import kernel_agop_block  # noqa: E402
-from bigrfm.kernels import GaussianKernel, LaplaceKernel  # noqa: E402
-from bigrfm.predictors import KernelPredictor, kernel_predict_block  # noqa: E402
+from bigrfm.numerics.agop import kernel_agop_block  # noqa: E402
+from bigrfm.numerics.kernels import GaussianKernel, LaplaceKernel  # noqa: E402
+from bigrfm.model.predictors import KernelPredictor, kernel_predict_block  # noqa: E402
 from bigrfm.solvers.nystrom import gram_matvec_block  # noqa: E402
 
 

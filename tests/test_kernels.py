@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from bigrfm.exceptions import InputError
-from bigrfm.kernels import ExpPowerKernel, GaussianKernel, LaplaceKernel, apply_metric, make_kernel, metric_factor
+from bigrfm.numerics.kernels import ExpPowerKernel, GaussianKernel, LaplaceKernel, apply_metric, make_kernel
+from bigrfm.numerics.linalg import metric_factor
 
 KERNELS = [LaplaceKernel(2.0), GaussianKernel(1.5), ExpPowerKernel(2.0, q=0.7), ExpPowerKernel(1.0, q=2.0)]
 

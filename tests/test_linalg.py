@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bigrfm import linalg
+from bigrfm.numerics import linalg
 
 
 def spd(n, seed=0):

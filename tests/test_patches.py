@@ -13,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 
 from bigrfm import PatchFeatures, RFMClassifier
 from bigrfm.exceptions import InputError
-from bigrfm.patches import _kmeans
+from bigrfm.features.patches import kmeans
 
 
 def reference_features(pf: PatchFeatures, X: np.ndarray) -> np.ndarray:
@@ -87,12 +87,12 @@ def test_kmeans_finds_separated_blobs_and_keeps_every_filter() -> None:
     rng = np.random.default_rng(0)
     means = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     z = np.concatenate([m + 0.1 * rng.standard_normal((200, 2)) for m in means])
-    cent = _kmeans(z, 3, 20, np.random.default_rng(5))
+    cent = kmeans(z, 3, 20, np.random.default_rng(5))
     got = cent[np.argsort(cent[:, 0] + 2 * cent[:, 1])]
     np.testing.assert_allclose(got, means, atol=0.05)
     # more filters than distinct points: empty clusters are re-seeded, nothing becomes NaN
     dup = np.repeat(means, 50, axis=0)
-    assert np.isfinite(_kmeans(dup, 5, 5, np.random.default_rng(0))).all()
+    assert np.isfinite(kmeans(dup, 5, 5, np.random.default_rng(0))).all()
 
 
 def test_pipeline_with_rfm_classifier(digits: tuple) -> None:
@@ -166,9 +166,9 @@ def test_save_load_round_trip_and_bad_folders(digits: tuple, tmp_path) -> None:
 
 
 def test_transform_dataset_streams_a_zarr_store(digits: tuple, tmp_path) -> None:
-    from bigrfm.convert import create_dataset
-    from bigrfm.data import open_dataset
-    from bigrfm.patches import transform_dataset
+    from bigrfm.io.convert import create_dataset
+    from bigrfm.io.zarr_store import open_dataset
+    from bigrfm.features.patches import transform_dataset
 
     X, y = digits
     with create_dataset(tmp_path / "img.zarr", 64, dtype="float32", chunk_rows=100) as w:
@@ -200,7 +200,7 @@ def test_transform_dataset_streams_a_zarr_store(digits: tuple, tmp_path) -> None
     import zarr
 
     zarr.open_group(str(tmp_path / "img.zarr"), mode="r+")["X"][1234, 7] = np.nan
-    from bigrfm.data import _OPEN_ARRAYS
+    from bigrfm.io.zarr_store import _OPEN_ARRAYS
 
     _OPEN_ARRAYS.clear()
     with pytest.raises(InputError, match=r"img.zarr \(training split\): .*row\(s\) 1234 of X hold NaN"):

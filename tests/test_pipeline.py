@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from bigrfm import RFMClassifier, RFMRegressor
-from bigrfm.agop import agop_from_sums, kernel_agop_block
-from bigrfm.convert import create_dataset
-from bigrfm.data import open_dataset
-from bigrfm.kernels import LaplaceKernel
-from bigrfm.prepare import Prepare, RowSelect
-from bigrfm.predictors import KernelPredictor
+from bigrfm.numerics.agop import agop_from_sums, kernel_agop_block
+from bigrfm.io.convert import create_dataset
+from bigrfm.io.zarr_store import open_dataset
+from bigrfm.numerics.kernels import LaplaceKernel
+from bigrfm.model.prepare import Prepare, RowSelect
+from bigrfm.model.predictors import KernelPredictor
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from bigrfm.agop import agop_from_sums
+from bigrfm.numerics.agop import agop_from_sums
 from bigrfm.exceptions import InputError, SolverError
-from bigrfm.kernels import ExpPowerKernel, GaussianKernel, LaplaceKernel, metric_factor
-from bigrfm.solvers.rff import (
+from bigrfm.numerics.kernels import ExpPowerKernel, GaussianKernel, LaplaceKernel
+from bigrfm.numerics.linalg import metric_factor
+from bigrfm.numerics.random_features import (
     GramSums,
     RFFMap,
     rff_agop_block,
@@ -102,7 +103,8 @@ def test_gradient_equals_finite_differences(kernel, diag):
     # Laplace frequencies are heavy-tailed (Cauchy): the h^2 truncation error scales
     # with the largest |omega|^3, so compare on the scale of the gradients
     np.testing.assert_allclose(G, fd, rtol=1e-6, atol=1e-7 * np.abs(G).max())
-    np.testing.assert_allclose(G, naive_gradients(X, S, rffmap, w), rtol=1e-10, atol=1e-12)
+    # summation order differs from the naive loop: compare on the scale of the gradients
+    np.testing.assert_allclose(G, naive_gradients(X, S, rffmap, w), rtol=1e-10, atol=1e-10 * np.abs(G).max())
 
 
 def test_rank_deficient_metric():
@@ -115,7 +117,8 @@ def test_rank_deficient_metric():
     w = rng.normal(size=(32, 2))
     X = rng.normal(size=(6, 4))
     G = rff_grad_block(X, None, S=S, rffmap=rffmap, w=w)
-    np.testing.assert_allclose(G, naive_gradients(X, S, rffmap, w), rtol=1e-10, atol=1e-12)
+    # summation order differs from the naive loop: compare on the scale of the gradients
+    np.testing.assert_allclose(G, naive_gradients(X, S, rffmap, w), rtol=1e-10, atol=1e-10 * np.abs(G).max())
 
 
 # -- (b) blocked AGOP ----------------------------------------------------------------

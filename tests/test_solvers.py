@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 
 from bigrfm import RFMRegressor
-from bigrfm.backend import ExecConfig
-from bigrfm.data import ArrayDataset
+from bigrfm.config import ExecConfig
+from bigrfm.io.datasets import ArrayDataset
 from bigrfm.engine import Engine
-from bigrfm.kernels import LaplaceKernel
-from bigrfm.prepare import Prepare
-from bigrfm.rfm import FitContext
-from bigrfm.solvers.exact import ExactSolver, kernel_matrix
+from bigrfm.numerics.kernels import LaplaceKernel
+from bigrfm.model.prepare import Prepare
+from bigrfm.model.rfm import FitContext
+from bigrfm.numerics.linalg import kernel_matrix
+from bigrfm.solvers.exact import ExactSolver
 from bigrfm.solvers.nystrom import FalkonPreconditioner, NystromSolver
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..backend import REDUCE_DTYPE, array_module, to_numpy
+from ..numerics.backend import REDUCE_DTYPE, array_module, to_numpy
 from ..exceptions import InputError, SolverError
 
 __all__ = ["CGResult", "cg"]

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from .. import linalg
-from ..backend import REDUCE_DTYPE, array_module, jitter, on_device, row_tiles, to_numpy
 from ..exceptions import SolverError
-from ..cuda_kernels import fused_ktu, fused_kv, fused_supported
-from ..kernels import Kernel, apply_metric
-from ..predictors import KernelPredictor
+from ..model.predictors import KernelPredictor
+from ..numerics import linalg
+from ..numerics.backend import REDUCE_DTYPE, array_module, jitter, on_device, row_tiles, to_numpy
+from ..numerics.cuda_kernels import fused_ktu, fused_kv, fused_supported
+from ..numerics.kernels import Kernel, apply_metric
+from ..numerics.linalg import kernel_matrix
 from .cg import cg
-from .exact import kernel_matrix
 
 __all__ = ["FalkonPreconditioner", "NystromSolver", "gram_matvec_block"]
 

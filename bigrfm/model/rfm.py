@@ -16,14 +16,14 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from .agop import AgopSums, agop_from_sums, normalize_metric
-from .kernels import Kernel
-from .backend import get_xp
+from ..numerics.agop import AgopSums, agop_from_sums, normalize_metric
+from ..numerics.backend import get_xp
+from ..numerics.kernels import Kernel
 from .predictors import predict_in_blocks
 
 __all__ = ["RFMParams", "FitContext", "Solver", "IterationRecord", "RFMState", "initial_state", "step", "run", "score_predictions"]
 
-log = logging.getLogger("bigrfm.rfm")
+log = logging.getLogger("bigrfm.model.rfm")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import numpy as np
 
-from .backend import get_xp
+from ..numerics.backend import get_xp
 
 __all__ = ["RowSelect", "Prepare", "sample_rows", "encode_targets"]
 

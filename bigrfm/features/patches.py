@@ -31,16 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .backend import array_module, on_device, to_numpy
-from .exceptions import InputError
+from ..exceptions import InputError, ModelFormatError
+from ..io.atomic import atomic_folder
+from ..numerics.backend import array_module, on_device, to_numpy
 
-__all__ = ["PatchFeatures", "transform_dataset"]
+__all__ = ["PatchFeatures", "transform_dataset", "kmeans"]
 
 FEATURES_FORMAT = "bigrfm-patch-features"
 #: Bytes of patch and distance temporaries per block when ``block_rows`` is None.
@@ -170,7 +170,8 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
             )
         return H, W, C, h, w
 
-    def _check_width(self, X: Any, where: str) -> None:
+    def check_width(self, X: Any, where: str) -> None:
+        """Raise InputError (naming ``where``) unless X is 2-D with one flattened image of ``image_shape`` per row."""
         H, W, C, _, _ = self._geometry()
         if X.ndim != 2:
             raise InputError(f"{where}: X must be 2-D (one flattened image per row); got {X.ndim} dimensions.")
@@ -211,7 +212,7 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
         """
         if not hasattr(X, "shape") or not hasattr(X, "ndim"):
             X = np.asarray(X)
-        self._check_width(X, "PatchFeatures.fit")
+        self.check_width(X, "PatchFeatures.fit")
         n = int(X.shape[0])
         if n < 1:
             raise InputError("PatchFeatures.fit: X has no rows.")
@@ -236,7 +237,7 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
         z = (z - mu) @ whiten
         self.patch_mean_ = mu
         self.whiten_ = whiten
-        self.filters_ = _kmeans(z, int(self.n_filters), int(self.kmeans_iters), rng)
+        self.filters_ = kmeans(z, int(self.n_filters), int(self.kmeans_iters), rng)
         self.n_features_in_ = int(X.shape[1])
         return self
 
@@ -286,7 +287,7 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "filters_")
         if not hasattr(X, "shape") or not hasattr(X, "ndim"):
             X = np.asarray(X)
-        self._check_width(X, "PatchFeatures.transform")
+        self.check_width(X, "PatchFeatures.transform")
         if _is_dask(X):
             if X.numblocks[1] != 1:
                 X = X.rechunk({1: -1})
@@ -335,8 +336,6 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
     @classmethod
     def from_dict(cls, meta: dict, where: str = "the input") -> "PatchFeatures":
         """Inverse of :meth:`to_dict`; ``where`` names the source in errors."""
-        from .exceptions import ModelFormatError  # noqa: PLC0415
-
         if not isinstance(meta, dict) or meta.get("format") != FEATURES_FORMAT or meta.get("format_version") != 1:
             got = (meta.get("format"), meta.get("format_version")) if isinstance(meta, dict) else type(meta).__name__
             raise ModelFormatError(
@@ -363,8 +362,6 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
     def save(self, path: Any, *, overwrite: bool = False) -> Path:
         """Write the fitted transformer to a folder holding ``patch_features.json`` (:meth:`to_dict`);
         atomic, never pickle."""
-        from .model_io import atomic_folder  # noqa: PLC0415
-
         meta = self.to_dict()
         with atomic_folder(path, overwrite) as tmp:
             (tmp / "patch_features.json").write_text(json.dumps(meta))
@@ -374,7 +371,7 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
     def load(cls, path: Any) -> "PatchFeatures":
         """Read a folder written by :meth:`save`, or the ``patch_features`` attribute of a Zarr
         dataset written by :func:`transform_dataset` (JSON only; shapes are checked)."""
-        from .exceptions import ModelFormatError  # noqa: PLC0415
+        import zarr  # noqa: PLC0415
 
         path = Path(path)
         meta_file = path / "patch_features.json"
@@ -396,10 +393,10 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
         return np.asarray([f"patch{k}_r{i}c{j}" for i in range(pool) for j in range(pool) for k in range(K)], dtype=object)
 
 
-def _kmeans(z: np.ndarray, k: int, iters: int, rng: np.random.Generator) -> np.ndarray:
-    """Lloyd's k-means on the rows of z from a k-means++ start (Arthur & Vassilvitskii 2007);
-    an empty cluster is re-seeded with the point farthest from its centroid (so all k
-    filters stay in use)."""
+def kmeans(z: np.ndarray, k: int, iters: int, rng: np.random.Generator) -> np.ndarray:
+    """k centroids (k x p) of the rows of z (n x p): Lloyd's k-means from a k-means++ start
+    (Arthur & Vassilvitskii 2007); an empty cluster is re-seeded with the point farthest
+    from its centroid (so all k filters stay in use)."""
     if len(z) < k:
         raise InputError(
             f"PatchFeatures: {len(z)} sample patches are fewer than n_filters={k}; "
@@ -469,8 +466,9 @@ def transform_dataset(
     ZarrDataset
         The written feature dataset, opened.
     """
-    from .convert import create_dataset  # noqa: PLC0415
-    from .data import iter_blocks, open_dataset  # noqa: PLC0415
+    from ..io.convert import create_dataset  # noqa: PLC0415
+    from ..io.datasets import iter_blocks  # noqa: PLC0415
+    from ..io.zarr_store import open_dataset  # noqa: PLC0415
 
     check_is_fitted(pf, "filters_")
     ds = data if hasattr(data, "read") else open_dataset(str(data), x_name=x_name, y_name=y_name)

@@ -5,9 +5,10 @@ ALGORITHM.md section 1: ``phi(r)`` and ``phi'(r)/r``. The shared base turns
 them into blocks: ``block(Xt, Zt)`` (b x m kernel values) and
 ``block_and_weights(Xt, Zt)`` (kernel values and the gradient weights
 W = phi'(R)/R with the zero-distance rule). Rows are mapped once through the
-metric factor (x~ = S^T x with M = S S^T, see :func:`metric_factor`), so the
+metric factor (x~ = S^T x with M = S S^T, see :func:`bigrfm.numerics.linalg.metric_factor`), so the
 distance cross term is a single GEMM. All functions are array-module generic:
-pass numpy or cupy arrays and get the same module back.
+pass numpy or cupy arrays and get the same module back. The metric factor
+itself is linear algebra (:func:`bigrfm.numerics.linalg.metric_factor`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .backend import array_module
-from .exceptions import InputError
+from ..exceptions import InputError
 
 __all__ = [
     "Kernel",
@@ -26,47 +27,15 @@ __all__ = [
     "GaussianKernel",
     "ExpPowerKernel",
     "make_kernel",
+    "kernel_to_dict",
+    "kernel_from_dict",
     "KERNELS",
-    "metric_factor",
     "apply_metric",
     "sq_distances",
 ]
 
 #: Relative distance below which the gradient weight is defined as 0 (ALGORITHM.md 1).
 ZERO_DISTANCE = 1e-10
-
-
-def metric_factor(M: Any, rtol: float = 1e-12) -> Any:
-    """A factor S of the metric: M = S S^T.
-
-    Parameters
-    ----------
-    M : array, shape (d, d) or (d,)
-        Symmetric PSD matrix, or its diagonal (``diag=True`` models).
-
-    Returns
-    -------
-    S : array, shape (d, r) or (d,)
-        Eigen-factor with the non-positive eigenvalues dropped (r <= d), or
-        ``sqrt(M)`` for a diagonal metric. Computed in float64.
-    """
-    xp = array_module(M)
-    M = xp.asarray(M, dtype=np.float64)
-    if M.ndim == 1:
-        return xp.sqrt(xp.clip(M, 0.0, None))
-    if xp is np:
-        from .linalg import blas_threads_for  # noqa: PLC0415 - keeps scipy out of kernels' import
-
-        with blas_threads_for(M.shape[0]):  # d x d eigh: the same thread rule as every dense factorization
-            evals, evecs = np.linalg.eigh((M + M.T) / 2)
-    else:
-        evals, evecs = xp.linalg.eigh((M + M.T) / 2)
-    keep = evals > rtol * float(xp.max(xp.abs(evals)))
-    if not bool(keep.any()):
-        # M = 0 only happens when the predictor is constant; keep one zero column
-        # so shapes stay valid and every distance is 0.
-        return xp.zeros((M.shape[0], 1), dtype=np.float64)
-    return evecs[:, keep] * xp.sqrt(evals[keep])
 
 
 def apply_metric(X: Any, S: Any) -> Any:
@@ -255,3 +224,13 @@ def make_kernel(name: str, bandwidth: float, exponent: float = 1.0) -> Kernel:
     if name == "exp_power":
         return ExpPowerKernel(bandwidth=float(bandwidth), q=float(exponent))
     return KERNELS[name](bandwidth=float(bandwidth))
+
+
+def kernel_to_dict(kernel: Kernel) -> dict:
+    """A JSON-ready description of ``kernel``: ``name``, ``bandwidth``, ``exponent`` (inverse of :func:`kernel_from_dict`)."""
+    return {"name": kernel.name, "bandwidth": float(kernel.bandwidth), "exponent": float(getattr(kernel, "q", 1.0))}
+
+
+def kernel_from_dict(spec: dict) -> Kernel:
+    """The kernel described by :func:`kernel_to_dict`."""
+    return make_kernel(spec["name"], spec["bandwidth"], spec.get("exponent", 1.0))

@@ -1,5 +1,7 @@
-"""Dense float64 factorizations of the solvers, safe at the sizes they reach.
+"""Dense float64 linear algebra of the solvers: the metric factor, kernel matrices, Cholesky, T T^T.
 
+Owns every dense factorization and its BLAS thread rule; takes and returns
+numpy arrays (the metric factor also CuPy) and imports neither zarr nor dask.
 Two measured facts about OpenBLAS (scipy-openblas 0.3.31, the BLAS that numpy
 and scipy wheels bundle) on the project's 2-core VM shape this module:
 
@@ -21,12 +23,27 @@ slower safe path is taken whenever the size is in the crashing range.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 from threadpoolctl import threadpool_limits
 
-__all__ = ["SMALL_DENSE", "THREADED_DENSE_MAX", "PANEL_ROWS", "blas_threads_for", "cholesky", "gram_rows"]
+from ..exceptions import SolverError
+from .backend import REDUCE_DTYPE, array_module
+from .kernels import Kernel, apply_metric
+
+__all__ = [
+    "SMALL_DENSE",
+    "THREADED_DENSE_MAX",
+    "PANEL_ROWS",
+    "blas_threads_for",
+    "cholesky",
+    "cholesky_solve",
+    "gram_rows",
+    "kernel_matrix",
+    "metric_factor",
+]
 
 #: Factorizations with fewer rows run on one BLAS thread (spinning threads on busy cores).
 SMALL_DENSE = 3000
@@ -84,3 +101,67 @@ def gram_rows(T: np.ndarray, *, panel_rows: int | None = None) -> np.ndarray:
             if sj != si:
                 B[sj : sj + Pj.shape[0], si : si + Pi.shape[0]] = blk.T
     return B
+
+
+def cholesky_solve(A: np.ndarray, B: np.ndarray, *, what: str, fix: str) -> np.ndarray:
+    """Solve A X = B for a symmetric positive definite A by a float64 Cholesky factorization.
+
+    ``A`` is overwritten. A failed factorization or non-finite solution raises
+    SolverError naming ``what`` and the ``fix``, instead of returning NaNs.
+    """
+    try:
+        # thread limits for small and very large n: see the module docstring
+        L = cholesky(A, lower=True, overwrite_a=True)
+        with blas_threads_for(A.shape[0]):
+            X = scipy.linalg.cho_solve((L, True), np.asarray(B, dtype=REDUCE_DTYPE), check_finite=False)
+    except (np.linalg.LinAlgError, ValueError) as exc:
+        raise SolverError(
+            f"Cholesky factorization of {what} failed: {exc}. The system is not numerically "
+            f"positive definite; {fix}."
+        ) from None
+    if not np.all(np.isfinite(X)):
+        raise SolverError(f"The solve of {what} produced non-finite values; {fix}, or check the data for extreme values.")
+    return X
+
+
+def kernel_matrix(kernel: Kernel, M: np.ndarray, X: np.ndarray, Z: np.ndarray, block_rows: int = 4096) -> np.ndarray:
+    """K_M(X, Z) in float64, built block by block (n x m: the exact solver's one big array)."""
+    S = metric_factor(M)
+    Xt = apply_metric(np.asarray(X, dtype=REDUCE_DTYPE), S)
+    Zt = Xt if Z is X else apply_metric(np.asarray(Z, dtype=REDUCE_DTYPE), S)
+    zsq = np.einsum("ij,ij->i", Zt, Zt)
+    K = np.empty((Xt.shape[0], Zt.shape[0]), dtype=REDUCE_DTYPE)
+    for s in range(0, Xt.shape[0], block_rows):
+        K[s : s + block_rows] = kernel.block(Xt[s : s + block_rows], Zt, zsq)
+    return K
+
+
+def metric_factor(M: Any, rtol: float = 1e-12) -> Any:
+    """A factor S of the metric: M = S S^T.
+
+    Parameters
+    ----------
+    M : array, shape (d, d) or (d,)
+        Symmetric PSD matrix, or its diagonal (``diag=True`` models).
+
+    Returns
+    -------
+    S : array, shape (d, r) or (d,)
+        Eigen-factor with the non-positive eigenvalues dropped (r <= d), or
+        ``sqrt(M)`` for a diagonal metric. Computed in float64.
+    """
+    xp = array_module(M)
+    M = xp.asarray(M, dtype=np.float64)
+    if M.ndim == 1:
+        return xp.sqrt(xp.clip(M, 0.0, None))
+    if xp is np:
+        with blas_threads_for(M.shape[0]):  # d x d eigh: the same thread rule as every dense factorization
+            evals, evecs = np.linalg.eigh((M + M.T) / 2)
+    else:
+        evals, evecs = xp.linalg.eigh((M + M.T) / 2)
+    keep = evals > rtol * float(xp.max(xp.abs(evals)))
+    if not bool(keep.any()):
+        # M = 0 only happens when the predictor is constant; keep one zero column
+        # so shapes stay valid and every distance is 0.
+        return xp.zeros((M.shape[0], 1), dtype=np.float64)
+    return evecs[:, keep] * xp.sqrt(evals[keep])

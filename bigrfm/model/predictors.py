@@ -1,9 +1,10 @@
-"""Fitted kernel predictors f(x) = K_M(x, Z) alpha, and their pure block functions.
+"""Fitted predictors: f(x) = K_M(x, Z) alpha (kernel) or phi(S^T x)^T w (random features).
 
 A predictor is what a solver returns and what the RFM loop scores, takes the
 AGOP of and saves. Its ``broadcast(xp, dtype)`` gives the small arrays a pass
-over the data needs (sent once per pass); the module-level block functions
-take a block of prepared rows and those arrays.
+over the data needs (sent once per pass); the block functions take a block of
+prepared rows and those arrays. Predictors hold only small arrays and know
+nothing of zarr, dask or solvers.
 """
 
 from __future__ import annotations
@@ -14,12 +15,22 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .agop import kernel_agop_block
-from .backend import REDUCE_DTYPE, array_module, on_device, row_tiles, to_device, to_numpy
-from .cuda_kernels import fused_kv, fused_supported
-from .kernels import Kernel, apply_metric, metric_factor
+from ..numerics.agop import kernel_agop_block
+from ..numerics.backend import REDUCE_DTYPE, array_module, on_device, row_tiles, to_device, to_numpy
+from ..numerics.cuda_kernels import fused_kv, fused_supported
+from ..numerics.kernels import Kernel, apply_metric
+from ..numerics.linalg import metric_factor
+from ..numerics.random_features import RFFMap, rff_agop_block, rff_predict_block
 
-__all__ = ["KernelPredictor", "kernel_predict_block", "predict_in_blocks", "scores_to_proba"]
+__all__ = [
+    "KernelPredictor",
+    "RFFPredictor",
+    "kernel_predict_block",
+    "predict_in_blocks",
+    "predictor_arrays",
+    "predictor_from_arrays",
+    "scores_to_proba",
+]
 
 
 def kernel_predict_block(
@@ -87,6 +98,67 @@ class KernelPredictor:
             "Z": to_device(self.centers, xp, dtype),
             "alpha": to_device(self.alpha, xp, dtype),
         }
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RFFPredictor:
+    """f(x) = phi(S^T x)^T w with random Fourier features (see :func:`rff_features`).
+
+    Attributes
+    ----------
+    kernel : Kernel
+    M : ndarray (d, d) or (d,)
+        Metric the features were built in.
+    rffmap : RFFMap
+    w : ndarray (D, c)
+        Feature weights, float64.
+    """
+
+    kernel: Kernel
+    M: np.ndarray
+    rffmap: RFFMap
+    w: np.ndarray
+
+    predict_fn: Any = dataclasses.field(default=rff_predict_block, repr=False)
+    agop_fn: Any = dataclasses.field(default=rff_agop_block, repr=False)
+
+    @property
+    def agop_premultiplied(self) -> bool:
+        """True: the AGOP sums already hold gradients in input space."""
+        return True
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.w.shape[1])
+
+    def broadcast(self, xp: Any = np, dtype: Any = np.float64) -> dict[str, Any]:
+        S = metric_factor(np.asarray(self.M, dtype=REDUCE_DTYPE))
+        return {"S": to_device(S, xp, dtype), "rffmap": self.rffmap, "w": to_device(self.w, xp, dtype)}
+
+
+def predictor_arrays(pred: KernelPredictor | RFFPredictor) -> tuple[str, dict[str, np.ndarray]]:
+    """The kind (``"kernel"`` or ``"rff"``) and the arrays that describe a predictor besides its kernel and M."""
+    if isinstance(pred, RFFPredictor):
+        return "rff", {"omega": pred.rffmap.omega, "phase": pred.rffmap.phase, "weights": pred.w}
+    return "kernel", {"centers": pred.centers, "dual_coef": pred.alpha}
+
+
+def predictor_from_arrays(kind: str, kernel: Kernel, M: np.ndarray, arrays: dict[str, np.ndarray]) -> KernelPredictor | RFFPredictor:
+    """Inverse of :func:`predictor_arrays`. Raises ValueError when the shapes disagree with each other or with M."""
+    d = M.shape[0]
+    if M.shape not in ((d,), (d, d)):
+        raise ValueError(f"M has shape {M.shape}; it must be (d,) or (d, d)")
+    if kind == "kernel":
+        Z, alpha = arrays["centers"], arrays["dual_coef"]
+        if Z.ndim != 2 or Z.shape[1] != d or alpha.ndim != 2 or alpha.shape[0] != Z.shape[0]:
+            raise ValueError(f"centers {Z.shape} and dual_coef {alpha.shape} do not fit M {M.shape}")
+        return KernelPredictor(kernel, M, Z, alpha)
+    if kind == "rff":
+        omega, phase, w = arrays["omega"], arrays["phase"], arrays["weights"]
+        if omega.ndim != 2 or not omega.shape[1] == phase.shape[0] == w.shape[0]:
+            raise ValueError(f"omega {omega.shape}, phase {phase.shape} and weights {w.shape} disagree")
+        return RFFPredictor(kernel, M, RFFMap(omega, phase, kernel.name), w)
+    raise ValueError(f"unknown predictor kind {kind!r}")
 
 
 def predict_in_blocks(predictor: Any, X: np.ndarray, block_rows: int, dtype: Any = np.float64, xp: Any = np) -> np.ndarray:

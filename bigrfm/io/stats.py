@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from .exceptions import DataError
+from ..exceptions import DataError
 
 __all__ = ["Moments", "combine", "ClassCounts", "BlockStats", "block_stats", "combine_stats", "check_finite"]
 

@@ -1,7 +1,7 @@
 """From a dataset to a fitted RFM: splits, the statistics pass, the solver choice, the loop.
 
 This is the one code path behind both the estimators (in-memory arrays wrapped
-as an :class:`~bigrfm.data.ArrayDataset`) and ``bigrfm fit`` (a Zarr store).
+as an :class:`~bigrfm.io.datasets.ArrayDataset`) and ``bigrfm fit`` (a Zarr store).
 The first pass over the data computes the standardization statistics on the
 training rows, checks every value is finite, and collects the few rows kept
 in memory: the validation rows and the centers. Everything later streams.
@@ -15,15 +15,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import stats as stats_mod
-from .backend import ExecConfig, resolve_device
-from .exceptions import InputError
+from ..config import ExecConfig
+from ..exceptions import InputError
+from ..io import stats as stats_mod
+from ..numerics.backend import resolve_device
 from .prepare import Prepare, RowSelect, encode_targets, sample_rows
 from .rfm import FitContext, RFMParams, RFMState, run
 
 __all__ = ["FitSettings", "Preprocessing", "FitResult", "fit_dataset", "exact_row_limit", "default_n_centers", "VALIDATION_CAP"]
 
-log = logging.getLogger("bigrfm.pipeline")
+log = logging.getLogger("bigrfm.model.fit")
 
 #: Most rows held out for validation when a fraction is asked for.
 VALIDATION_CAP = 50_000
@@ -155,15 +156,15 @@ def _resolve_solver(name: str, n_train: int, config: ExecConfig) -> str:
 
 def _make_solver(name: str, params: RFMParams, settings: FitSettings, rng: np.random.Generator) -> Any:
     if name == "exact":
-        from .solvers.exact import ExactSolver  # noqa: PLC0415
+        from ..solvers.exact import ExactSolver  # noqa: PLC0415
 
         return ExactSolver(params.reg)
     if name == "nystrom":
-        from .solvers.nystrom import NystromSolver  # noqa: PLC0415
+        from ..solvers.nystrom import NystromSolver  # noqa: PLC0415
 
         return NystromSolver(params.reg, tol=settings.cg_tol, maxiter=settings.cg_maxiter)
     if name == "rff":
-        from .solvers.rff import RFFSolver  # noqa: PLC0415
+        from ..solvers.rff import RFFSolver  # noqa: PLC0415
 
         return RFFSolver(params.reg, n_components=settings.n_components, rng=rng)
     raise InputError(f"Unknown solver {name!r}. Choose one of ['auto', 'exact', 'nystrom', 'rff'].")

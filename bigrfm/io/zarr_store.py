@@ -1,109 +1,30 @@
-"""Datasets read block by block: in-memory arrays or a Zarr group on disk.
-
-A dataset is a small, picklable description (a path and array names, or a
-reference to in-memory arrays) with one job: ``read(start, stop)`` returns the
-raw rows ``X[start:stop]`` and ``y[start:stop]``. Workers of a Dask cluster
-receive the description and open the store themselves, so no data goes
-through the client.
+"""Datasets stored in a Zarr group, opened lazily and read block by block (any fsspec URL).
 
 On-disk layout (DESIGN.md, "The on-disk dataset"): a Zarr group (format 3, or
-format 2) holding ``X`` (n, d) float32/float64 chunked along rows only, an
-optional ``y`` (n,) or (n, c), an optional ``feature_names`` group attribute
-(list of d strings) and optional ``X_val``/``y_val`` arrays. String class
-labels are stored as a Zarr string array (format 3 ``"string"`` data type)
-and read back as fixed-width numpy unicode arrays.
+format 2) holding ``X`` (n, d) chunked along rows, an optional ``y`` (n,) or
+(n, c), an optional ``feature_names`` group attribute (list of d strings) and
+optional ``X_val``/``y_val`` arrays. String class labels are stored as a Zarr
+string array (format 3 ``"string"`` data type) and read back as fixed-width
+numpy unicode arrays. Owns opening and validating stores; never writes one
+(that is :mod:`bigrfm.io.convert`) and never imports dask.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import threading
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
-from .exceptions import DataError, InputError
+from ..exceptions import DataError
 
-__all__ = [
-    "Dataset",
-    "ArrayDataset",
-    "ZarrDataset",
-    "open_dataset",
-    "row_blocks",
-    "iter_blocks",
-    "default_block_rows",
-    "as_labels",
-]
+__all__ = ["ZarrDataset", "open_dataset", "open_array", "as_labels", "is_url", "FLOAT_DTYPES"]
 
-_FLOAT_DTYPES = ("float32", "float64")
+#: Feature dtypes a store may hold.
+FLOAT_DTYPES = ("float32", "float64")
 
-log = logging.getLogger("bigrfm.data")
-
-
-@runtime_checkable
-class Dataset(Protocol):
-    """What the engine and the RFM loop need from a dataset."""
-
-    @property
-    def n_rows(self) -> int: ...
-
-    @property
-    def n_features(self) -> int: ...
-
-    @property
-    def has_y(self) -> bool: ...
-
-    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw rows [start, stop): X (b, d) and y (b,) / (b, c) or None."""
-        ...
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ArrayDataset:
-    """In-memory arrays seen through the dataset interface (tests, small data, estimators).
-
-    Parameters
-    ----------
-    X : ndarray, shape (n, d)
-    y : ndarray, shape (n,) or (n, c), or None
-    feature_names : sequence of str, optional
-    """
-
-    X: np.ndarray
-    y: np.ndarray | None = None
-    feature_names: tuple[str, ...] | None = None
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.X.shape[0])
-
-    @property
-    def n_features(self) -> int:
-        return int(self.X.shape[1])
-
-    @property
-    def has_y(self) -> bool:
-        return self.y is not None
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.X.dtype
-
-    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
-        y = None if self.y is None else self.y[start:stop]
-        return self.X[start:stop], y
-
-
-def row_blocks(n_rows: int, block_rows: int) -> list[tuple[int, int]]:
-    """Consecutive [start, stop) ranges of at most ``block_rows`` rows covering ``n_rows``."""
-    if block_rows < 1:
-        raise DataError(f"block_rows must be >= 1. Got {block_rows} instead.")
-    return [(s, min(s + block_rows, n_rows)) for s in range(0, n_rows, block_rows)]
-
-
-# -- Zarr datasets ----------------------------------------------------------------------
 
 # Opened zarr arrays, per process, keyed by (path, array name). Kept out of the
 # dataclass so that pickling a ZarrDataset sends a few strings and ints, and a
@@ -112,8 +33,8 @@ _OPEN_ARRAYS: dict[tuple[str, str], Any] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _open_array(path: str, name: str, shape: tuple[int, ...]) -> Any:
-    """The zarr array ``name`` of the group at ``path``, opened once per process.
+def open_array(path: str, name: str, shape: tuple[int, ...]) -> Any:
+    """The zarr array ``name`` of the group at ``path``, opened once per process and cached.
 
     A cached array whose shape differs from ``shape`` was opened before the
     store was rewritten (``convert --overwrite`` in the same process); it is
@@ -200,10 +121,10 @@ class ZarrDataset:
                 f"Row range [{start}, {stop}) is outside the {self.n_rows} rows of "
                 f"{self.x_name!r} in {self.path}."
             )
-        X = _open_array(self.path, self.x_name, (self.n_rows, self.n_features))[start:stop]
+        X = open_array(self.path, self.x_name, (self.n_rows, self.n_features))[start:stop]
         if self.y_shape is None:
             return X, None
-        y = _open_array(self.path, self.y_name, self.y_shape)[start:stop]
+        y = open_array(self.path, self.y_name, self.y_shape)[start:stop]
         return X, as_labels(y)
 
     def validation(self) -> ZarrDataset | None:
@@ -211,14 +132,15 @@ class ZarrDataset:
         return self.validation_split
 
 
-def _is_url(path: str) -> bool:
+def is_url(path: str) -> bool:
+    """Whether ``path`` is an fsspec URL (``s3://...``, ``file://...``) rather than a local path."""
     return "://" in path
 
 
 def _open_group(path: str) -> Any:
     import zarr  # noqa: PLC0415
 
-    if not _is_url(path) and not os.path.exists(path):
+    if not is_url(path) and not os.path.exists(path):
         raise DataError(
             f"Dataset {path} does not exist; check the path, or build the dataset with "
             "`bigrfm convert SRC OUT.zarr`."
@@ -259,7 +181,7 @@ def _check_features(arr: Any, path: str, name: str) -> None:
             f"{name!r} in {path} must be 2-D (rows, features); it has shape {tuple(arr.shape)}. "
             "Store one row per sample, e.g. reshape to (n, -1) before writing."
         )
-    if str(arr.dtype) not in _FLOAT_DTYPES:
+    if str(arr.dtype) not in FLOAT_DTYPES:
         raise DataError(
             f"{name!r} in {path} has dtype {arr.dtype}; features must be float32 or float64. "
             f"Rewrite it with `bigrfm convert {path} OUT.zarr --dtype float32` or cast before writing."
@@ -379,61 +301,3 @@ def open_dataset(path: str | os.PathLike, x_name: str = "X", y_name: str = "y", 
     return ds
 
 
-# -- reading blocks -----------------------------------------------------------------------
-
-
-def default_block_rows(n_features: int, itemsize: int, target_bytes: int = 32 * 2**20) -> int:
-    """Rows of a block holding about ``target_bytes`` of features (at least one row).
-
-    Parameters
-    ----------
-    n_features : int
-        Columns of X.
-    itemsize : int
-        Bytes per value (4 for float32, 8 for float64).
-    target_bytes : int
-        Wanted size of one block of X; 32 MiB keeps Dask tasks well above their
-        ≈1–2 ms overhead while a few blocks per worker stay small.
-    """
-    if n_features < 1 or itemsize < 1 or target_bytes < 1:
-        raise InputError(
-            f"default_block_rows needs positive sizes. Got n_features={n_features}, "
-            f"itemsize={itemsize}, target_bytes={target_bytes} instead."
-        )
-    return max(1, int(target_bytes // (n_features * itemsize)))
-
-
-def iter_blocks(dataset: Dataset, block_rows: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray | None]]:
-    """Stream a dataset as consecutive blocks ``(start, stop, X, y)`` of ``block_rows`` rows.
-
-    Blocks have exactly ``block_rows`` rows (the last one fewer) whatever the
-    stored chunking, while every read from a Zarr store covers whole chunks
-    (reads start on a chunk boundary and span at least ``block_rows`` rows),
-    so no chunk is decoded twice. For local, in-process use; the engine reads
-    its blocks itself.
-
-    Parameters
-    ----------
-    dataset : Dataset
-    block_rows : int
-    """
-    n = dataset.n_rows
-    if block_rows < 1:
-        raise InputError(f"block_rows must be >= 1. Got {block_rows} instead.")
-    chunk = int(getattr(dataset, "chunk_rows", 0) or 0)
-    read_rows = block_rows if chunk < 1 else -(-block_rows // chunk) * chunk
-    X_left: np.ndarray | None = None  # rows read but not yet yielded
-    y_left: np.ndarray | None = None
-    start = 0  # first row of X_left
-    for lo, hi in row_blocks(n, read_rows):
-        Xr, yr = dataset.read(lo, hi)
-        if X_left is not None and X_left.shape[0]:
-            Xr = np.concatenate([X_left, Xr])
-            yr = None if yr is None else np.concatenate([y_left, yr])
-        pos = 0
-        while Xr.shape[0] - pos >= block_rows or (hi == n and pos < Xr.shape[0]):
-            b = min(block_rows, Xr.shape[0] - pos)
-            yield start, start + b, Xr[pos : pos + b], None if yr is None else yr[pos : pos + b]
-            start += b
-            pos += b
-        X_left, y_left = Xr[pos:], None if yr is None else yr[pos:]

@@ -1,0 +1,101 @@
+"""Execution settings: :class:`ExecConfig`, where and how blocks run.
+
+Owns device, block dtype, block size, scheduler and cluster shape, retries and
+the client's memory budget, and the rule that sizes a block. Holds no numerical
+policy (that is :mod:`bigrfm.numerics.backend`) and imports neither dask nor zarr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from .exceptions import InputError
+
+__all__ = ["ExecConfig", "DEVICES", "DTYPES"]
+
+#: Values of ``ExecConfig.device``.
+DEVICES = ("auto", "cpu", "cuda")
+#: Values of ``ExecConfig.dtype`` (the dtype of data and kernel blocks).
+DTYPES = ("float32", "float64")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecConfig:
+    """Where and how blocks run; none of this changes the fitted model's maths.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"}
+        ``"auto"`` picks CUDA when CuPy imports and sees a GPU, else the CPU.
+    dtype : {"float32", "float64"}
+        dtype of data blocks and kernel blocks. Reductions and factorizations
+        are always float64.
+    block_rows : int or None
+        Rows per block of a pass over the data; ``None`` sizes blocks to about
+        ``block_bytes`` of features.
+    block_bytes : int
+        Target size of one block of X when ``block_rows`` is None.
+    scheduler : str or None
+        ``None``: in-process threads, no Dask cluster. ``"local"``: an
+        in-process ``distributed.LocalCluster``. ``"tcp://host:port"``: an
+        existing Dask scheduler.
+    n_workers, threads_per_worker, memory_limit
+        Shape of the LocalCluster (``scheduler="local"`` only).
+    max_in_flight : int
+        Blocks in flight per worker (bounds memory).
+    retries : int
+        Times a block task is retried when its worker dies.
+    memory_budget : int
+        Bytes the client may use for the exact solver and the centers; decides
+        ``solver="auto"`` and caps the number of Nystrom centers.
+    """
+
+    device: str = "cpu"
+    dtype: str = "float64"
+    block_rows: int | None = None
+    block_bytes: int = 16 * 2**20
+    scheduler: str | None = None
+    n_workers: int | None = None
+    threads_per_worker: int = 1
+    memory_limit: str | None = "auto"
+    max_in_flight: int = 2
+    retries: int = 3
+    memory_budget: int = 4 * 2**30
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise InputError(
+                f"device must be one of {DEVICES}. Got {self.device!r} instead."
+            )
+        if str(self.dtype) not in DTYPES:
+            raise InputError(
+                f"dtype must be one of {DTYPES}. Got {self.dtype!r} instead."
+            )
+        if self.block_rows is not None and int(self.block_rows) < 1:
+            raise InputError(
+                f"block_rows must be a positive integer or None. Got {self.block_rows!r} instead."
+            )
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    def rows_per_block(self, n_features: int, chunk_rows: int | None = None, n_rows: int | None = None) -> int:
+        """Rows of one block (one task) of a pass.
+
+        ``block_rows`` when set; otherwise about ``block_bytes`` of X, rounded to
+        whole stored chunks (``chunk_rows``) so no chunk is read by two tasks,
+        and small enough that ``n_rows`` make at least two blocks per worker.
+        """
+        if self.block_rows is not None:
+            return int(self.block_rows)
+        rows = max(256, int(self.block_bytes // max(n_features * self.np_dtype.itemsize, 1)))
+        if chunk_rows:
+            rows = chunk_rows * max(1, round(rows / chunk_rows)) if rows >= chunk_rows else chunk_rows // max(1, chunk_rows // rows)
+        if n_rows:
+            workers = self.n_workers or os.cpu_count() or 1
+            rows = min(rows, max(256, -(-n_rows // (2 * workers))))
+        return rows

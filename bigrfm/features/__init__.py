@@ -1,0 +1,1 @@
+"""Feature maps that go in front of an RFM (image patch features)."""
