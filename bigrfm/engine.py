@@ -1,5 +1,9 @@
 """Where blocks run: map a pure block function over row blocks and reduce the results.
 
+Owns threads, LocalClusters and connections to Dask schedulers, and the ordered
+reduction of a pass; the one module that imports ``distributed``. Holds no model
+maths and reads no data itself (tasks call ``dataset.read``).
+
 One pass over a dataset is ``Engine.map_reduce(block_fn, dataset, ...)``. Each
 task reads rows ``[start, stop)`` itself (from the store, not through the
 client), optionally prepares them, calls ``block_fn`` and returns a small

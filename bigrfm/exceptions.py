@@ -1,4 +1,6 @@
-"""The exceptions bigrfm raises on purpose.
+"""The exceptions bigrfm raises on purpose: a small hierarchy, one module, imported by every layer.
+
+Imports nothing of bigrfm.
 
 Every error that reaches a user names what is wrong, where, and how to fix it.
 Input problems derive from ``ValueError`` so that scikit-learn conventions

@@ -1,5 +1,8 @@
 """Streamed prediction and evaluation of a fitted model over a dataset on disk.
 
+Owns the predict and evaluate passes of the CLI (block functions and their
+reductions); fits nothing and never holds more than a block of rows.
+
 Both run through the engine: each block is standardized, predicted, and
 either written to its rows of the output Zarr group (prediction) or reduced
 to a few sums (evaluation). Peak memory is one block, whatever the rows.

@@ -1,5 +1,7 @@
 """What a fitted RFM learned: its features ranked by the metric M, M's main directions, a heatmap.
 
+Reads a fitted estimator's ``M_`` only; no data, no fitting, no printing.
+
 The learned metric M (the average gradient outer product of the predictor)
 says which input directions move the predictions: diag(M)_i is the mean
 squared derivative along feature i, and the top eigenvectors of M are the

@@ -1,4 +1,6 @@
-"""``bigrfm fit``, ``predict``, ``evaluate``: the product path from a Zarr store to a model folder."""
+"""``bigrfm fit``, ``predict``, ``evaluate``: the product path from a Zarr store to a model folder.
+
+Parses, calls the library's public API, prints tables and progress; no maths."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Convolutional patch features for images: :class:`PatchFeatures`.
+"""Convolutional patch features for images: :class:`PatchFeatures` and :func:`transform_dataset`.
+
+A scikit-learn transformer that sits in front of an RFM; it knows nothing of
+the RFM, and reaches Zarr stores only through :mod:`bigrfm.io`.
 
 A radial kernel on raw pixels compares images position by position; it does not
 know that a sleeve two pixels to the left is still a sleeve. The single-layer

@@ -1,5 +1,7 @@
 """Streaming statistics of row blocks: feature moments, target moments or class counts, finiteness.
 
+Pure per-block summaries that merge associatively; no I/O of their own.
+
 Each block is summarized on its own and summaries merge associatively, so the
 statistics pass runs through the engine like any other pass and equals numpy
 on the whole array (see :class:`Moments` for the numerics).

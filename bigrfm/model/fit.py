@@ -1,5 +1,8 @@
 """From a dataset to a fitted RFM: splits, the statistics pass, the solver choice, the loop.
 
+Owns the first pass and the choices of a fit that are not maths; runs every
+pass through the engine it is given and imports neither zarr nor dask.
+
 This is the one code path behind both the estimators (in-memory arrays wrapped
 as an :class:`~bigrfm.io.datasets.ArrayDataset`) and ``bigrfm fit`` (a Zarr store).
 The first pass over the data computes the standardization statistics on the

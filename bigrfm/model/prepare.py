@@ -1,5 +1,8 @@
 """Turning raw rows into what the maths sees: row selection, standardization, target encoding.
 
+Small picklable callables applied to every raw block; they hold O(d + k)
+numbers and never read data themselves.
+
 ``Prepare`` is a small picklable callable that the engine applies to every raw
 block ``(X, y, start, stop)`` before the block function: it keeps the rows of
 one split (training rows, the validation rows, an AGOP sample), standardizes X

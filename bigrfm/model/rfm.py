@@ -1,5 +1,8 @@
 """The RFM loop: solve, score, AGOP, update M; keep the best iteration (ALGORITHM.md 2).
 
+Owns the loop state and its history; knows nothing of zarr or dask (passes go
+through the context's engine) and nothing of any one solver.
+
 The loop advances an explicit, immutable :class:`RFMState` one iteration at a
 time (:func:`step`), so a checkpoint is just a saved state and ``--resume``
 continues from it. Data access goes through a :class:`FitContext` (an engine,

@@ -1,5 +1,7 @@
 """The average gradient outer product (AGOP) of a kernel predictor, block by block.
 
+Pure functions over blocks and their small sums; no I/O, no dask, no zarr.
+
 For f_c(x) = sum_j alpha_jc k_M(x, z_j) the gradient is
 g_c(x) = sum_j alpha_jc W_j M (x - z_j) with W = phi'(R)/R (ALGORITHM.md 2).
 Per block X_b (b x d):

@@ -1,5 +1,8 @@
 """Fused CUDA kernels (CuPy RawKernel) for the two products of a kernel pass.
 
+Owns the CUDA source and its launch; imports CuPy only when a kernel runs,
+and nothing above :mod:`bigrfm.numerics`.
+
 For a block of mapped rows Xt (b x r) and mapped centers Zt (m x r):
 
 * ``kv``:  u = K v   (b x c): one thread per row, centers staged through

@@ -1,5 +1,8 @@
 """Mahalanobis kernels k_M(x, z) = phi(||x - z||_M) and their gradient weights.
 
+Owns the kernel formulas (ALGORITHM.md 1) and the distance GEMM; array-module
+generic, no I/O, no factorizations (those are :mod:`bigrfm.numerics.linalg`).
+
 Each kernel is a small frozen dataclass holding the two scalar functions of
 ALGORITHM.md section 1: ``phi(r)`` and ``phi'(r)/r``. The shared base turns
 them into blocks: ``block(Xt, Zt)`` (b x m kernel values) and

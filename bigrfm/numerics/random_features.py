@@ -1,5 +1,8 @@
 """Random Fourier features in the Mahalanobis metric (ALGORITHM.md 3, ``rff``).
 
+Owns the feature map, its gradients and block sums; pure functions over
+blocks, no passes over data (that is :mod:`bigrfm.solvers.rff`).
+
 With M = S S^T and x~ = S^T x, a shift-invariant kernel k(x~ - z~) is the
 expectation over frequencies w (drawn from its spectral density) of
 2 cos(w^T x~ + b) cos(w^T z~ + b), b ~ U[0, 2 pi). D draws give the features

@@ -1,5 +1,7 @@
 """Preconditioned conjugate gradient over several right-hand sides at once.
 
+Sees only callables (an operator and a preconditioner), never data or files.
+
 The solver only sees callables (a ``matvec`` and a preconditioner), never
 data: in the Nystrom solver one ``matvec`` is one pass over the training rows
 (ALGORITHM.md 3), so everything here is organised to call it exactly once per

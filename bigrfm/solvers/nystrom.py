@@ -1,5 +1,8 @@
 """Nystrom kernel ridge regression solved by Falkon-preconditioned conjugate gradient.
 
+Owns the preconditioner, the operator and the per-block product; every pass
+goes through ``ctx.engine``, and no file is read here.
+
 Objective (ALGORITHM.md 3): (K_nm^T K_nm + reg K_mm) alpha = K_nm^T Y with m
 centers. With lambda = reg / n, T = chol(K_mm) (upper, K_mm = T^T T) and
 A = chol(T T^T / m + lambda I), CG runs in beta (alpha = T^-1 A^-1 beta) on
