@@ -14,12 +14,41 @@ import numpy as np
 
 from .exceptions import InputError
 
-__all__ = ["ExecConfig", "DEVICES", "DTYPES"]
+__all__ = ["ExecConfig", "DEVICES", "DTYPES", "DEFAULT_MEMORY_BUDGET", "parse_bytes"]
 
 #: Values of ``ExecConfig.device``.
 DEVICES = ("auto", "cpu", "cuda")
 #: Values of ``ExecConfig.dtype`` (the dtype of data and kernel blocks).
 DTYPES = ("float32", "float64")
+#: Bytes the client may use for the exact solver's matrix or the Nystrom factors.
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
+          "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value: int | str, what: str = "memory_budget") -> int:
+    """Bytes from an int or a string such as ``"16GB"``, ``"12 GiB"``, ``"500MB"`` (decimal and binary units).
+
+    Raises InputError naming ``what`` for anything else, or a size below one byte.
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        n = int(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(num):]
+        try:
+            n = int(float(num) * _UNITS[unit])
+        except (ValueError, KeyError):
+            raise InputError(
+                f"{what} must be a number of bytes or a size such as '16GB' or '12GiB'. Got {value!r} instead."
+            ) from None
+    else:
+        raise InputError(f"{what} must be a number of bytes or a size such as '16GB'. Got {value!r} instead.")
+    if n < 1:
+        raise InputError(f"{what} must be at least one byte. Got {value!r} instead.")
+    return n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +77,16 @@ class ExecConfig:
         Blocks in flight per worker (bounds memory).
     retries : int
         Times a block task is retried when its worker dies.
+    cache_bytes : int
+        Bytes each process (each Dask worker, or this one with threads) may
+        keep of prepared training blocks and their rows mapped through the
+        metric, so that passes after the first skip reading, standardizing and
+        mapping them (:mod:`bigrfm.numerics.block_cache`); 0 turns it off.
     memory_budget : int
-        Bytes the client may use for the exact solver and the centers; decides
-        ``solver="auto"`` and caps the number of Nystrom centers.
+        Bytes the client may use for the exact solver's n x n matrix or the
+        two m x m float64 factors of the Nystrom solver; decides ``solver="auto"``,
+        caps the default number of centers and refuses an ``n_centers`` whose
+        factors would not fit.
     """
 
     device: str = "cpu"
@@ -63,7 +99,8 @@ class ExecConfig:
     memory_limit: str | None = "auto"
     max_in_flight: int = 2
     retries: int = 3
-    memory_budget: int = 4 * 2**30
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    cache_bytes: int = 2**30
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

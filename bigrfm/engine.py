@@ -41,6 +41,7 @@ from typing import Any
 from .config import ExecConfig
 from .io.datasets import Dataset, row_blocks
 from .numerics.backend import resolve_device
+from .numerics.block_cache import BLOCKS
 from .exceptions import BigRFMError, ClusterError, InputError
 
 __all__ = ["Engine", "add_tree"]
@@ -102,16 +103,24 @@ class _RaisedInBlock:
 def _run_block(names: tuple[str, ...], with_range: bool, start: int, stop: int, shared: tuple) -> Any:
     """One task: read rows [start, stop), prepare them, apply ``block_fn``.
 
-    ``shared`` is ``(block_fn, dataset, prepare, *broadcast_values)``, the same for every block.
+    ``shared`` is ``(block_fn, dataset, prepare, cache_bytes, *broadcast_values)``, the same
+    for every block. A ``prepare`` with a ``cache_token`` has its prepared blocks kept in
+    this process's :data:`~bigrfm.numerics.block_cache.BLOCKS` (up to ``cache_bytes``).
     """
-    block_fn, dataset, prepare, *values = shared
+    block_fn, dataset, prepare, cache_bytes, *values = shared
     try:
-        X, y = dataset.read(start, stop)
-        if prepare is not None:
-            out = prepare(X, y, start, stop)
-            if out is None:
-                return None
-            X, y = out
+        token = getattr(prepare, "cache_token", None)
+        if token is not None and cache_bytes:
+            if BLOCKS.budget != cache_bytes:
+                BLOCKS.set_budget(cache_bytes)
+            out = BLOCKS.block((token, start, stop), lambda: prepare(*dataset.read(start, stop), start, stop))
+        else:
+            out = dataset.read(start, stop)
+            if prepare is not None:
+                out = prepare(*out, start, stop)
+        if out is None:
+            return None
+        X, y = out
         kwargs = dict(zip(names, values))
         if with_range:
             kwargs["block_range"] = (start, stop)
@@ -350,7 +359,7 @@ class Engine:
             dataset.n_features, getattr(dataset, "chunk_rows", None) or None, dataset.n_rows))
         blocks = row_blocks(dataset.n_rows, rows)
         names = tuple(broadcast or {})
-        shared = (block_fn, dataset, prepare, *(broadcast or {}).values())
+        shared = (block_fn, dataset, prepare, self.config.cache_bytes, *(broadcast or {}).values())
         t0 = time.perf_counter()
         if self._kind == "threads":
             result = self._pass_threads(blocks, names, with_range, shared, reduce, progress)

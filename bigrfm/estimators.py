@@ -20,7 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .config import ExecConfig
+from .config import DEFAULT_MEMORY_BUDGET, ExecConfig, parse_bytes
 from .exceptions import InputError, ModelFormatError
 from .io.datasets import ArrayDataset
 from .io.model_folder import FolderContents, read_model, write_model
@@ -74,8 +74,13 @@ _PARAMS_DOC = """
         Nystrom centers; ``None`` picks min(n, max(2000, 20 sqrt(n))), capped by memory.
     n_components : int or None, default=None
         Random features of the ``rff`` solver; ``None`` picks 4096.
-    cg_tol : float > 0, default=1e-7
-        Relative residual at which conjugate gradient stops (nystrom).
+    cg_tol : float >= 0 or None, default=None
+        Relative residual |b - A beta| / |b| at which conjugate gradient stops
+        (nystrom), measured against the right-hand side also after a warm start.
+        None: 1e-4 for float32 blocks, 1e-6 for float64 (reachable in that dtype;
+        chosen on validation scores, see the README's solver section). CG also
+        stops when the residual has not halved in 5 iterations (the dtype's
+        accuracy floor). 0 runs every solve to ``cg_maxiter``.
     cg_maxiter : int >= 1, default=20
         Most conjugate-gradient iterations (= passes over the data) per solve.
     device : {"auto", "cpu", "cuda"}, default="cpu"
@@ -89,6 +94,12 @@ _PARAMS_DOC = """
         LocalCluster. ``"tcp://host:port"``: an existing Dask scheduler.
     n_workers : int or None, default=None
         Threads or LocalCluster workers (None: one per core).
+    memory_budget : int, str or None, default=None
+        Bytes (or a size such as ``"16GB"``) the client may use for the exact
+        solver's n x n matrix or the two m x m float64 factors of the Nystrom
+        solver (None: 4 GiB). It decides ``solver="auto"``, caps the default
+        ``n_centers``, and a larger explicit ``n_centers`` is refused: m = 30,000
+        centers need 14.4 GB, so ``memory_budget="16GB"``.
 """
 
 _ATTRS_DOC = """
@@ -154,13 +165,14 @@ class _BaseRFM(BaseEstimator):
         "exponent": [Interval(Real, 0, 2, closed="right")],
         "n_centers": [None, Interval(Integral, 1, None, closed="left")],
         "n_components": [None, Interval(Integral, 1, None, closed="left")],
-        "cg_tol": [Interval(Real, 0, None, closed="neither")],
+        "cg_tol": [None, Interval(Real, 0, None, closed="left")],
         "cg_maxiter": [Interval(Integral, 1, None, closed="left")],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
         "dtype": [StrOptions({"float32", "float64"})],
         "block_rows": [None, Interval(Integral, 1, None, closed="left")],
         "scheduler": [None, str],
         "n_workers": [None, Interval(Integral, 1, None, closed="left")],
+        "memory_budget": [None, Interval(Integral, 1, None, closed="left"), str],
     }
 
     def __init__(
@@ -180,13 +192,14 @@ class _BaseRFM(BaseEstimator):
         exponent: float = 1.0,
         n_centers: int | None = None,
         n_components: int | None = None,
-        cg_tol: float = 1e-7,
+        cg_tol: float | None = None,
         cg_maxiter: int = 20,
         device: str = "cpu",
         dtype: str = "float64",
         block_rows: int | None = None,
         scheduler: str | None = None,
         n_workers: int | None = None,
+        memory_budget: int | str | None = None,
     ) -> None:
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -210,6 +223,7 @@ class _BaseRFM(BaseEstimator):
         self.block_rows = block_rows
         self.scheduler = scheduler
         self.n_workers = n_workers
+        self.memory_budget = memory_budget
 
     # -- shared plumbing -------------------------------------------------------------
     def _exec_config(self) -> ExecConfig:
@@ -219,6 +233,7 @@ class _BaseRFM(BaseEstimator):
             block_rows=self.block_rows,
             scheduler=self.scheduler,
             n_workers=self.n_workers,
+            memory_budget=DEFAULT_MEMORY_BUDGET if self.memory_budget is None else parse_bytes(self.memory_budget),
         )
 
     def _fit_arrays(self, X: np.ndarray, y: np.ndarray, X_val: Any, y_val: Any, classes: np.ndarray | None) -> None:
@@ -235,10 +250,11 @@ class _BaseRFM(BaseEstimator):
         state: Any = None,
         on_iteration: Any = None,
         progress: Any = None,
+        config: ExecConfig | None = None,
     ) -> Any:
         from .engine import Engine  # noqa: PLC0415 - dask is imported only when fitting
 
-        config = self._exec_config()
+        config = self._exec_config() if config is None else config
         params = RFMParams(
             kernel=make_kernel(self.kernel, self.bandwidth, self.exponent),
             reg=float(self.reg),
@@ -252,7 +268,7 @@ class _BaseRFM(BaseEstimator):
             solver=self.solver,
             n_centers=self.n_centers,
             n_components=self.n_components,
-            cg_tol=float(self.cg_tol),
+            cg_tol=None if self.cg_tol is None else float(self.cg_tol),
             cg_maxiter=int(self.cg_maxiter),
             agop_sample=self.agop_sample,
             validation_fraction=float(self.validation_fraction),
@@ -285,6 +301,7 @@ class _BaseRFM(BaseEstimator):
         state: Any = None,
         on_iteration: Any = None,
         progress: Any = None,
+        config: ExecConfig | None = None,
     ) -> "_BaseRFM":
         """Fit from a dataset on disk, streaming it block by block (what ``bigrfm fit`` runs).
 
@@ -303,6 +320,10 @@ class _BaseRFM(BaseEstimator):
         on_iteration, progress : callable, optional
             Called after each RFM iteration with the loop state, and after each
             block of a pass with ``(done, total, rows)``.
+        config : ExecConfig, optional
+            Execution settings to use instead of the ones the estimator's
+            parameters give (for settings it has no parameter for, such as a
+            LocalCluster's per-worker memory limit; ``bigrfm fit`` passes its own).
 
         Returns
         -------
@@ -317,7 +338,8 @@ class _BaseRFM(BaseEstimator):
         validation = dataset.validation() if use_stored_validation and hasattr(dataset, "validation") else None
         classification = isinstance(self, ClassifierMixin)
         result = self._fit_data(
-            dataset, validation, classification=classification, state=state, on_iteration=on_iteration, progress=progress
+            dataset, validation, classification=classification, state=state, on_iteration=on_iteration,
+            progress=progress, config=config,
         )
         self.n_features_in_ = dataset.n_features
         names = getattr(dataset, "feature_names", None)

@@ -15,7 +15,7 @@ from typing import Any
 import click
 import numpy as np
 
-from bigrfm.config import ExecConfig
+from bigrfm.config import ExecConfig, parse_bytes
 from bigrfm.exceptions import InputError
 
 _TASKS = ("auto", "classification", "regression")
@@ -51,17 +51,23 @@ class PassProgress:
 
 
 def _history_table(history: list[dict], best: int, classification: bool) -> str:
-    head = f"{'iter':>4}  {'val acc' if classification else 'val rmse':>9}  {'val mse':>10}  {'cg iters':>8}  {'seconds':>8}"
+    cols = [("iter", 4), ("val acc" if classification else "val rmse", 9), ("val mse", 10), ("passes", 6),
+            ("cg iters", 8), ("cg resid", 8), ("cg stop", 9), ("seconds", 8)]
+    head = "  ".join(f"{name:>{w}}" for name, w in cols)
     rows = [head, "-" * len(head)]
+
+    def cell(v: Any, spec: str, width: int) -> str:
+        return f"{'-' if v is None else format(v, spec):>{width}}"
+
     for h in history:
         metric = h["val_accuracy"] if classification else (None if h["val_mse"] is None else h["val_mse"] ** 0.5)
-        fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-        mark = "  *" if h["iter"] == best else ""
-        rows.append(
-            f"{h['iter']:>4}  {fmt(metric, '9.4f')}  {fmt(h['val_mse'], '10.5f')}  "
-            f"{fmt(h['solver'].get('cg_iters'), '8d')}  {h['seconds']:8.2f}{mark}"
-        )
-    rows.append("(* chosen iteration; validation metrics in standardized target units for regression)")
+        sv = h["solver"]
+        values = [(h["iter"], "d"), (metric, ".4f"), (h["val_mse"], ".5f"), (h.get("passes"), "d"),
+                  (sv.get("cg_iters"), "d"), (sv.get("cg_residual"), ".1e"), (sv.get("cg_stop"), "s"), (h["seconds"], ".2f")]
+        line = "  ".join(cell(v, spec, w) for (v, spec), (_, w) in zip(values, cols))
+        rows.append(line + ("  *" if h["iter"] == best else ""))
+    rows.append("(* chosen iteration; passes over the training data, the AGOP pass included; cg resid is relative to the "
+                "right-hand side; validation metrics in standardized target units for regression)")
     return "\n".join(rows)
 
 
@@ -74,6 +80,7 @@ def _exec_options(f: Any) -> Any:
             click.option("--scheduler", default="local", show_default=True, help="'local' (in-process LocalCluster), 'threads' (no cluster), or a scheduler address tcp://host:port."),
             click.option("--workers", "--gpus", "workers", type=click.IntRange(1), default=None, help="LocalCluster workers (default: one per core); with --device cuda, GPUs (one worker each, needs dask-cuda)."),
             click.option("--memory-limit", default="auto", show_default=True, help="LocalCluster memory limit per worker."),
+            click.option("--memory-budget", default="4GiB", show_default=True, help="Memory the client may use for the exact solver's matrix or the two m x m Nystrom factors (m = 30,000 needs 16GB)."),
             click.option("--x-name", default="X", show_default=True),
             click.option("--y-name", default="y", show_default=True),
         ]
@@ -82,14 +89,16 @@ def _exec_options(f: Any) -> Any:
     return f
 
 
-def _config(dtype: str, block_rows: int | None, device: str, scheduler: str, workers: int | None, memory_limit: str) -> ExecConfig:
+def _config(opts: dict) -> ExecConfig:
+    """The execution settings of the options added by :func:`_exec_options` (x/y names excluded)."""
     return ExecConfig(
-        device=device,
-        dtype=dtype,
-        block_rows=block_rows,
-        scheduler=None if scheduler == "threads" else scheduler,
-        n_workers=workers,
-        memory_limit=memory_limit,
+        device=opts["device"],
+        dtype=opts["dtype"],
+        block_rows=opts["block_rows"],
+        scheduler=None if opts["scheduler"] == "threads" else opts["scheduler"],
+        n_workers=opts["workers"],
+        memory_limit=opts["memory_limit"],
+        memory_budget=parse_bytes(opts["memory_budget"], "--memory-budget"),
     )
 
 
@@ -117,7 +126,7 @@ def _task_of(dataset: Any, task: str) -> str:
 @click.option("--agop-power", type=float, default=1.0, show_default=True)
 @click.option("--agop-sample", type=click.IntRange(1), default=None, help="AGOP on a sample of rows (default: all).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True, help="Held out when the store has no X_val/y_val.")
-@click.option("--cg-tol", type=float, default=1e-7, show_default=True)
+@click.option("--cg-tol", type=float, default=None, help="CG relative residual (default: 1e-4 for float32 blocks, 1e-6 for float64).")
 @click.option("--cg-maxiter", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint of an interrupted fit.")
@@ -127,8 +136,7 @@ def _task_of(dataset: Any, task: str) -> str:
 def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent: float, reg: float, iters: int, solver: str,
         centers: int | None, n_components: int | None, diag: bool, centering: bool, agop_power: float, agop_sample: int | None,
         val_fraction: float, cg_tol: float, cg_maxiter: int, seed: int, resume: bool, overwrite: bool, as_json: bool,
-        dtype: str, block_rows: int | None, device: str, scheduler: str, workers: int | None, memory_limit: str,
-        x_name: str, y_name: str) -> None:
+        x_name: str, y_name: str, **exec_opts: Any) -> None:
     """Fit an RFM on the Zarr dataset DATA and write a model folder.
 
     Streams DATA block by block through a Dask cluster (an in-process
@@ -145,6 +153,7 @@ def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent:
     ckpt = Path(f"{out}.checkpoint")
     if resume and not ckpt.exists():
         raise InputError(f"--resume: no checkpoint at {ckpt}; run without --resume to start a fit.")
+    config = _config(exec_opts)
     dataset = open_dataset(data, x_name=x_name, y_name=y_name, require_y=True)
     task = _task_of(dataset, task)
     cls = RFMClassifier if task == "classification" else RFMRegressor
@@ -152,8 +161,8 @@ def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent:
         kernel=kernel, bandwidth=bandwidth, exponent=exponent, reg=reg, iters=iters, solver=solver, diag=diag,
         centering=centering, agop_power=agop_power, agop_sample=agop_sample, validation_fraction=val_fraction,
         random_state=seed, n_centers=centers, n_components=n_components, cg_tol=cg_tol, cg_maxiter=cg_maxiter,
-        device=device, dtype=dtype, block_rows=block_rows,
-        scheduler=None if scheduler == "threads" else scheduler, n_workers=workers,
+        device=config.device, dtype=config.dtype, block_rows=config.block_rows, scheduler=config.scheduler,
+        n_workers=config.n_workers, memory_budget=config.memory_budget,
     )
     fingerprint = {"data": os.path.abspath(data) if "://" not in data else data, "rows": dataset.n_rows,
                    "features": dataset.n_features, "task": task, "params": est.get_params()}
@@ -171,7 +180,7 @@ def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent:
 
     click.echo(f"fitting {cls.__name__} on {dataset.n_rows:,} rows x {dataset.n_features} features ({data})", err=True)
     t0 = time.perf_counter()
-    est.fit_dataset(dataset, state=state, on_iteration=on_iteration, progress=progress)
+    est.fit_dataset(dataset, state=state, on_iteration=on_iteration, progress=progress, config=config)
     seconds = time.perf_counter() - t0
     est.save(out_path, overwrite=overwrite, provenance={"data": fingerprint["data"], "rows": dataset.n_rows, "seconds": seconds})
     shutil.rmtree(ckpt, ignore_errors=True)
@@ -183,10 +192,10 @@ def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent:
         click.echo(f"chose iteration {est.best_iter_} ({est.solver_} solver); fit took {seconds:.1f}s; model written to {out_path}")
 
 
-def _engine(dtype: str, block_rows: int | None, device: str, scheduler: str, workers: int | None, memory_limit: str) -> Any:
+def _engine(exec_opts: dict) -> Any:
     from bigrfm.engine import Engine
 
-    return Engine(_config(dtype, block_rows, device, scheduler, workers, memory_limit))
+    return Engine(_config(exec_opts))
 
 
 @click.command()
@@ -196,8 +205,8 @@ def _engine(dtype: str, block_rows: int | None, device: str, scheduler: str, wor
 @click.option("--proba", is_flag=True, help="Also write class probabilities (classifiers).")
 @click.option("--overwrite", is_flag=True)
 @_exec_options
-def predict(model_dir: str, data: str, out: str, proba: bool, overwrite: bool, dtype: str, block_rows: int | None,
-            device: str, scheduler: str, workers: int | None, memory_limit: str, x_name: str, y_name: str) -> None:
+def predict(model_dir: str, data: str, out: str, proba: bool, overwrite: bool, x_name: str, y_name: str,
+            **exec_opts: Any) -> None:
     """Write predictions of the model in MODEL_DIR for the rows of DATA (streamed)."""
     from bigrfm import load_model
     from bigrfm.io.zarr_store import open_dataset
@@ -205,7 +214,7 @@ def predict(model_dir: str, data: str, out: str, proba: bool, overwrite: bool, d
 
     est = load_model(model_dir)
     dataset = open_dataset(data, x_name=x_name, y_name=y_name)
-    with _engine(dtype, block_rows, device, scheduler, workers, memory_limit) as engine:
+    with _engine(exec_opts) as engine:
         predict_dataset(est, dataset, out, engine, proba=proba, overwrite=overwrite, progress=PassProgress())
     click.echo(f"wrote predictions for {dataset.n_rows:,} rows to {out}")
 
@@ -216,8 +225,7 @@ def predict(model_dir: str, data: str, out: str, proba: bool, overwrite: bool, d
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--split", type=click.Choice(["data", "val"]), default="data", show_default=True, help="Evaluate X/y, or the stored X_val/y_val.")
 @_exec_options
-def evaluate(model_dir: str, data: str, as_json: bool, split: str, dtype: str, block_rows: int | None, device: str,
-             scheduler: str, workers: int | None, memory_limit: str, x_name: str, y_name: str) -> dict:
+def evaluate(model_dir: str, data: str, as_json: bool, split: str, x_name: str, y_name: str, **exec_opts: Any) -> dict:
     """Accuracy (classifiers) or RMSE and R^2 (regressors) of MODEL_DIR on DATA."""
     from bigrfm import load_model
     from bigrfm.io.zarr_store import open_dataset
@@ -229,7 +237,7 @@ def evaluate(model_dir: str, data: str, as_json: bool, split: str, dtype: str, b
         dataset = dataset.validation()
         if dataset is None:
             raise InputError(f"{data} has no X_val/y_val to evaluate.")
-    with _engine(dtype, block_rows, device, scheduler, workers, memory_limit) as engine:
+    with _engine(exec_opts) as engine:
         metrics = evaluate_dataset(est, dataset, engine, progress=PassProgress())
     if as_json:
         click.echo(json.dumps(metrics))

@@ -228,3 +228,57 @@ def test_converged_exit_satisfies_the_stopping_rule(n, c, seed, tol):
     # the rule is checked on the recurrence residual, which tracks the true one
     # to rounding (cond(A) * eps)
     assert np.all(rel <= tol * (1 + 1e-6) + 1e3 * 1e3 * np.finfo(float).eps)
+
+
+def test_a_given_initial_residual_replaces_the_first_matvec_and_gives_the_same_iterates(system):
+    A, B = system
+    x0 = np.linalg.solve(A, B) + 1e-3 * np.random.default_rng(2).normal(size=B.shape)
+    plain_op, given_op = Counting(A), Counting(A)
+    plain = cg(plain_op, B, x0=x0, tol=1e-10, maxiter=200)
+    given = cg(given_op, B, x0=x0, r0=B - A @ x0, tol=1e-10, maxiter=200)
+    assert given.n_matvec == plain.n_matvec - 1 and given.n_iter == plain.n_iter
+    np.testing.assert_allclose(given.x, plain.x, rtol=1e-12, atol=1e-14)
+    # residuals are relative to B, not to the warm start's residual
+    assert given.residuals == pytest.approx(plain.residuals, rel=1e-9)
+    np.testing.assert_array_less(np.linalg.norm(B - A @ given.x, axis=0), 1.1e-10 * np.linalg.norm(B, axis=0))
+
+
+def test_status_and_final_residual_say_why_the_solve_ended(system):
+    A, B = system
+    done = cg(lambda V: A @ V, B, tol=1e-6, maxiter=500)
+    capped = cg(lambda V: A @ V, B, tol=1e-14, maxiter=3)
+    assert (done.status, capped.status) == ("converged", "maxiter")
+    assert done.residual == done.residuals[-1] <= 1e-6
+    # a warm start that already meets the tolerance runs no iteration but reports its residual
+    warm = cg(lambda V: A @ V, B, x0=done.x, tol=1e-4)
+    assert warm.n_iter == 0 and warm.status == "converged" and 0 < warm.residual <= 1e-6
+
+
+def test_a_noisy_operator_stalls_at_its_accuracy_floor_instead_of_running_to_maxiter(system):
+    A, B = system
+    rng = np.random.default_rng(3)
+
+    def noisy(V):  # like float32 kernel blocks: a relative error of ~1e-5 per product
+        out = A @ V
+        return out + 1e-5 * np.abs(out).max() * rng.normal(size=out.shape)
+
+    unstopped = cg(noisy, B, tol=1e-12, maxiter=60)
+    stopped = cg(noisy, B, tol=1e-12, maxiter=60, stall_iters=5)
+    assert unstopped.n_iter == 60 and unstopped.status == "maxiter"
+    assert stopped.status == "stalled" and stopped.n_iter < 57
+    # it stopped at the floor: running to maxiter bought at most a factor of two
+    assert stopped.residual < 2 * min(unstopped.residuals) + 1e-3 and stopped.residual < 1e-2
+
+
+def test_stall_rule_never_stops_a_converging_solve_early(system):
+    A, B = system
+    ref = cg(lambda V: A @ V, B, tol=1e-10, maxiter=500)
+    with_rule = cg(lambda V: A @ V, B, tol=1e-10, maxiter=500, stall_iters=5)
+    assert with_rule.status == "converged" and with_rule.n_iter == ref.n_iter
+
+
+@pytest.mark.parametrize("kwargs", [{"stall_iters": 0}, {"stall_iters": 2.5}, {"stall_gain": 1.0}, {"r0": np.ones((50, 2))}])
+def test_bad_stall_and_r0_arguments(system, kwargs):
+    A, B = system
+    with pytest.raises(InputError):
+        cg(lambda V: A @ V, B, **kwargs)

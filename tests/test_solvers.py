@@ -1,5 +1,7 @@
 """Identities between the solvers: Nystrom with m = n is exact, PCG equals a dense solve, RFF approaches exact."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -109,6 +111,37 @@ def test_warm_start_reaches_the_same_solution_in_fewer_passes(engine):
     ref, info_ref, _ = solver.fit(kernel, M2, ctx, None)
     np.testing.assert_allclose(kernel_matrix(kernel, M2, X, Z) @ warm.alpha, kernel_matrix(kernel, M2, X, Z) @ ref.alpha, rtol=1e-5, atol=1e-7)
     assert info_warm["cg_iters"] < info_ref["cg_iters"], (info_warm, info_ref)
+
+
+def test_cg_residual_is_relative_to_the_right_hand_side_also_after_a_warm_start(engine):
+    X, Y = make_data(200)
+    Z = X[::4]
+    kernel, M = LaplaceKernel(3.0), np.eye(4)
+    ctx = context(X, Y, Z, engine)
+    solver = NystromSolver(1e-3, tol=1e-6, maxiter=100)
+    _, cold, alpha = solver.fit(kernel, M, ctx, None)
+    M2 = M * np.array([1.0, 0.9, 1.1, 1.0])
+    warm_pred, warm, _ = solver.fit(kernel, M2, ctx, alpha)
+    for info in (cold, warm):
+        assert info["cg_stop"] == "converged" and 0 < info["cg_residual"] <= 1e-6
+        # one pass for the right-hand side, one per CG iteration, one per true-residual check (every 10)
+        assert info["passes"] == 1 + info["cg_iters"] + info["cg_iters"] // 10
+    # the reported residual is the true one of the normal equations, relative to their right-hand side
+    pre = FalkonPreconditioner.build(kernel_matrix(kernel, M2, Z, Z), 1e-3 / 200, "float64")
+    Knm = kernel_matrix(kernel, M2, X, Z)
+    beta = pre.to_beta(warm_pred.alpha)
+    b = pre.apply_t(Knm.T @ Y / 200)
+    r = b - (pre.apply_t(Knm.T @ (Knm @ pre.apply(beta))) / 200 + pre.reg_term(beta))
+    rel = np.linalg.norm(r, axis=0) / np.linalg.norm(b, axis=0)
+    assert rel.max() == pytest.approx(warm["cg_residual"], rel=1e-3, abs=1e-9)
+
+
+def test_float32_solves_stop_on_their_own_instead_of_running_to_maxiter(engine):
+    X, Y = make_data(400)
+    ctx = dataclasses.replace(context(X, Y, X[::5], engine), prepare=Prepare(None, None, "float32"), dtype="float32")
+    _, info, _ = NystromSolver(1e-3, maxiter=50).fit(LaplaceKernel(3.0), np.eye(4), ctx, None)
+    assert info["cg_stop"] in ("converged", "stalled") and info["cg_iters"] < 50
+    assert info["cg_residual"] <= 1e-3
 
 
 def test_rff_approaches_exact_as_features_grow():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from typing import Any, Callable
 
 import numpy as np
@@ -25,7 +26,16 @@ from ..numerics.backend import resolve_device
 from .prepare import Prepare, RowSelect, encode_targets, sample_rows
 from .rfm import FitContext, RFMParams, RFMState, run
 
-__all__ = ["FitSettings", "Preprocessing", "FitResult", "fit_dataset", "exact_row_limit", "default_n_centers", "VALIDATION_CAP"]
+__all__ = [
+    "FitSettings",
+    "Preprocessing",
+    "FitResult",
+    "fit_dataset",
+    "exact_row_limit",
+    "max_centers",
+    "default_n_centers",
+    "VALIDATION_CAP",
+]
 
 log = logging.getLogger("bigrfm.model.fit")
 
@@ -38,17 +48,20 @@ def exact_row_limit(memory_budget: int) -> int:
     return int((0.8 * memory_budget / 8) ** 0.5)
 
 
+def max_centers(memory_budget: int) -> int:
+    """Most Nystrom centers whose two m x m float64 factors (Falkon's T and A) take at most 90% of the budget."""
+    return int((0.9 * memory_budget / (2 * 8)) ** 0.5)
+
+
 def default_n_centers(n_train: int, n_features: int, memory_budget: int) -> int:
-    """Nystrom centers: m = min(n, max(2000, 20 sqrt(n))), capped so that the
-    m x m float64 factors (three of them) fit in half the memory budget.
+    """Nystrom centers: m = min(n, max(2000, 20 sqrt(n))), capped by :func:`max_centers`.
 
     Falkon's theory asks for m ~ sqrt(n) (times log factors) for optimal rates;
     the constant 20 and the floor of 2000 come from accuracy on the benchmark
     sets (flights-3m, Fashion-MNIST).
     """
     m = max(2000, int(20 * np.sqrt(n_train)))
-    cap = int((0.5 * memory_budget / (3 * 8)) ** 0.5)
-    return int(min(n_train, m, cap))
+    return int(min(n_train, m, max_centers(memory_budget)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +71,9 @@ class FitSettings:
     solver: str = "auto"
     n_centers: int | None = None
     n_components: int | None = None
-    cg_tol: float = 1e-7
+    cg_tol: float | None = None
     cg_maxiter: int = 20
+    cg_stall_iters: int | None = 5
     agop_sample: int | None = None
     validation_fraction: float = 0.1
     standardize: bool = True
@@ -165,7 +179,7 @@ def _make_solver(name: str, params: RFMParams, settings: FitSettings, rng: np.ra
     if name == "nystrom":
         from ..solvers.nystrom import NystromSolver  # noqa: PLC0415
 
-        return NystromSolver(params.reg, tol=settings.cg_tol, maxiter=settings.cg_maxiter)
+        return NystromSolver(params.reg, tol=settings.cg_tol, maxiter=settings.cg_maxiter, stall_iters=settings.cg_stall_iters)
     if name == "rff":
         from ..solvers.rff import RFFSolver  # noqa: PLC0415
 
@@ -230,6 +244,14 @@ def fit_dataset(
         if m > n_train:
             raise InputError(
                 f"n_centers={m} is larger than the {n_train} training rows; use at most {n_train}."
+            )
+        if m > max_centers(config.memory_budget):
+            need = 2 * 8 * m * m / 0.9
+            raise InputError(
+                f"n_centers={m} needs two {m} x {m} float64 factors ({2 * 8 * m * m / 2**30:.1f} GiB) on the client, "
+                f"more than memory_budget={config.memory_budget / 2**30:.1f} GiB allows; raise memory_budget "
+                f"(--memory-budget) to at least {need / 2**30:.1f} GiB, or use at most "
+                f"{max_centers(config.memory_budget)} centers."
             )
         center_select = RowSelect(sample_rows(rng_centers, n, m, exclude=val_idx), include=True)
     else:
@@ -297,11 +319,16 @@ def fit_dataset(
     if settings.agop_sample is not None and settings.agop_sample < n_train:
         agop_select = RowSelect(sample_rows(rng_agop, n, settings.agop_sample, exclude=val_idx), include=True)
 
+    # training blocks are the same in every pass of this fit: the engine may keep them
+    # between passes; an AGOP sample is another selection, hence another token
+    token = uuid.uuid4().hex
+    train_prep = prep.with_select(train_select).cached(f"{token}-train")
+    agop_prep = train_prep if agop_select is train_select else prep.with_select(agop_select).cached(f"{token}-agop")
     ctx = FitContext(
         engine=engine,
         train=dataset,
-        prepare=prep.with_select(train_select),
-        agop_prepare=prep.with_select(agop_select),
+        prepare=train_prep,
+        agop_prepare=agop_prep,
         n_train=n_train,
         centers=centers,
         center_targets=center_targets,

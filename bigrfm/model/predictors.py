@@ -18,7 +18,7 @@ import numpy as np
 from ..numerics.agop import kernel_agop_block
 from ..numerics.backend import REDUCE_DTYPE, array_module, on_device, row_tiles, to_device, to_numpy
 from ..numerics.cuda_kernels import fused_kv, fused_supported
-from ..numerics.kernels import Kernel, apply_metric
+from ..numerics.kernels import Kernel, apply_metric, map_rows, metric_token
 from ..numerics.linalg import metric_factor
 from ..numerics.random_features import RFFMap, rff_agop_block, rff_predict_block
 
@@ -34,12 +34,13 @@ __all__ = [
 
 
 def kernel_predict_block(
-    X: Any, Y: Any = None, *, kernel: Kernel, S: Any, Zt: Any, zsq: Any, alpha: Any, **_: Any
+    X: Any, Y: Any = None, *, kernel: Kernel, S: Any, Zt: Any, zsq: Any, alpha: Any, metric_token: str | None = None,
+    **_: Any
 ) -> Any:
     """Predictions K_M(X, Z) alpha for one block of prepared rows, shape (b, c), tile by tile."""
     xp = array_module(X)
     S, Zt, zsq, alpha = (on_device(a, X) for a in (S, Zt, zsq, alpha))
-    Xt = apply_metric(X, S)
+    Xt = map_rows(X, S, metric_token)
     if fused_supported(kernel, X, Xt.shape[1], alpha.shape[1]):
         return fused_kv(kernel, Xt, Zt, alpha)
     out = xp.empty((X.shape[0], alpha.shape[1]), dtype=X.dtype)
@@ -92,6 +93,7 @@ class KernelPredictor:
         S, Zt, zsq = self._mapped
         return {
             "kernel": self.kernel,
+            "metric_token": metric_token(self.M, dtype, xp.__name__),
             "S": to_device(S, xp, dtype),
             "Zt": to_device(Zt, xp, dtype),
             "zsq": to_device(zsq, xp, dtype),

@@ -94,6 +94,10 @@ class Prepare:
     device : {"cpu", "cuda"}
         Where the prepared X (and encoded Y) go: blocks are moved to the
         worker's GPU here, once, right after they are read.
+    cache_token : str or None
+        Names this preparation of this dataset within a fit: blocks prepared with
+        the same token are interchangeable, so the engine may keep them between
+        passes (:mod:`bigrfm.numerics.block_cache`). None: never cached.
     """
 
     mean: np.ndarray | None
@@ -105,9 +109,14 @@ class Prepare:
     select: RowSelect | None = None
     raw_y: bool = False
     device: str = "cpu"
+    cache_token: str | None = None
 
     def with_select(self, select: RowSelect | None) -> "Prepare":
         return dataclasses.replace(self, select=select)
+
+    def cached(self, token: str) -> "Prepare":
+        """The same preparation, cacheable under ``token`` (one token per distinct selection of a fit)."""
+        return dataclasses.replace(self, cache_token=token)
 
     def transform_X(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64 if self.mean is not None else self.dtype)

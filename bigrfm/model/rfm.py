@@ -95,7 +95,14 @@ class Solver(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class IterationRecord:
-    """One row of ``history_``: iteration t, its validation metrics and cost."""
+    """One row of ``history_``: iteration t, its validation metrics and cost.
+
+    ``passes`` counts the passes over the training data of this iteration: the
+    solver's (for Nystrom: one for the right-hand side, one per CG iteration and
+    true-residual check) plus the AGOP pass; ``solver`` holds the solver's own
+    record (CG iterations, final residual relative to the right-hand side, why
+    CG stopped, centers).
+    """
 
     iter: int
     score: float | None
@@ -103,6 +110,7 @@ class IterationRecord:
     val_accuracy: float | None
     seconds: float
     solver: dict = dataclasses.field(default_factory=dict)
+    passes: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -168,9 +176,11 @@ def step(state: RFMState, ctx: FitContext, params: RFMParams, solver: Solver) ->
     # with no validation rows every iteration replaces the previous one (no selection)
     better = state.best_iter is None or score is None or score > state.best_score
     next_M = state.M
+    passes = int(info.get("passes", 0))
     if state.t < params.iters:
         next_M = _agop_pass(predictor, ctx, params)
-    record = IterationRecord(state.t, score, mse, acc, time.perf_counter() - t0, info)
+        passes += 1
+    record = IterationRecord(state.t, score, mse, acc, time.perf_counter() - t0, info, passes)
     log.info("iteration %d: score=%s seconds=%.2f %s", state.t, score, record.seconds, info)
     return RFMState(
         t=state.t + 1,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .backend import REDUCE_DTYPE, array_module, on_device, row_tiles, to_numpy
-from .kernels import Kernel
+from .kernels import Kernel, map_rows
 
 __all__ = ["AgopSums", "kernel_agop_block", "agop_from_sums", "normalize_metric"]
 
@@ -61,6 +61,7 @@ def kernel_agop_block(
     alpha: Any,
     S: Any,
     diag: bool = False,
+    metric_token: str | None = None,
 ) -> AgopSums:
     """AGOP partial sums of the kernel predictor over one block of rows.
 
@@ -81,10 +82,12 @@ def kernel_agop_block(
         Metric factor (M = S S^T).
     diag : bool
         Keep only the diagonal of sum H^T H.
+    metric_token : str, optional
+        Names S for the block cache (:func:`bigrfm.numerics.kernels.map_rows`).
     """
     xp = array_module(X)
     S, Zt, zsq, Z, alpha = (on_device(a, X) for a in (S, Zt, zsq, Z, alpha))
-    Xt = X * S if S.ndim == 1 else X @ S  # (b, r)
+    Xt = map_rows(X, S, metric_token)  # (b, r)
     d = Z.shape[1]
     c = alpha.shape[1]
     gram = xp.zeros(d if diag else (d, d), dtype=REDUCE_DTYPE)

@@ -17,11 +17,13 @@ itself is linear algebra (:func:`bigrfm.numerics.linalg.metric_factor`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, ClassVar
 
 import numpy as np
 
 from .backend import array_module
+from .block_cache import BLOCKS
 from ..exceptions import InputError
 
 __all__ = [
@@ -34,6 +36,8 @@ __all__ = [
     "kernel_from_dict",
     "KERNELS",
     "apply_metric",
+    "map_rows",
+    "metric_token",
     "sq_distances",
 ]
 
@@ -46,6 +50,23 @@ def apply_metric(X: Any, S: Any) -> Any:
     xp = array_module(X)
     S = xp.asarray(S, dtype=X.dtype)
     return X * S if S.ndim == 1 else X @ S
+
+
+def map_rows(X: Any, S: Any, metric_token: str | None = None) -> Any:
+    """:func:`apply_metric`, kept in the block cache for ``metric_token`` when X is a cached block.
+
+    ``metric_token`` names S (and its dtype and device) within a fit; the same
+    block mapped by the same metric in a later pass is then not recomputed.
+    """
+    if metric_token is None:
+        return apply_metric(X, S)
+    return BLOCKS.mapped(X, metric_token, lambda: apply_metric(X, S))
+
+
+def metric_token(M: Any, dtype: Any, xp_name: str = "numpy") -> str:
+    """A short name of the metric M as broadcast in ``dtype`` on ``xp_name`` (for :func:`map_rows`)."""
+    digest = hashlib.blake2b(np.ascontiguousarray(M, dtype=np.float64).tobytes(), digest_size=12).hexdigest()
+    return f"{digest}-{np.dtype(dtype).name}-{xp_name}"
 
 
 def _sq_norms(A: Any) -> Any:

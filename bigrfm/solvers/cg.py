@@ -41,10 +41,20 @@ class CGResult:
         After each iteration, the largest relative residual |r_k| / |b| over the
         non-zero columns (frozen columns count with their last value).
     converged : bool
-        Whether every column met the stopping rule.
+        Whether every column met the tolerance.
     n_matvec : int
         ``matvec`` calls in all: iterations, plus the initial residual of a
-        non-zero ``x0``, plus the true-residual recomputations.
+        non-zero ``x0`` (unless ``r0`` was given), plus the true-residual
+        recomputations.
+    residual : float
+        The final largest relative residual |b_j - A x_j| / |b_j| over the
+        non-zero columns, also when no iteration ran (a warm start that
+        already met ``tol``).
+    status : str
+        Why the solve ended: ``"converged"`` (every column met ``tol``),
+        ``"stalled"`` (some column stopped improving, see ``stall_iters``),
+        ``"breakdown"`` (a zero curvature left a column with no direction) or
+        ``"maxiter"``.
     """
 
     x: Any
@@ -52,6 +62,8 @@ class CGResult:
     residuals: tuple[float, ...]
     converged: bool
     n_matvec: int
+    status: str = "converged"
+    residual: float = 0.0
 
 
 def _col_dot(xp: Any, U: Any, V: Any) -> Any:
@@ -100,10 +112,13 @@ def cg(
     B: Any,
     *,
     x0: Any = None,
+    r0: Any = None,
     precond: Callable[[Any], Any] | None = None,
     tol: float = 1e-6,
     maxiter: int = 20,
     true_residual_every: int = 10,
+    stall_iters: int | None = None,
+    stall_gain: float = 0.5,
     callback: Callable[[int, Any, np.ndarray], None] | None = None,
 ) -> CGResult:
     """Solve A X = B for a symmetric positive definite A given as ``matvec``.
@@ -117,6 +132,10 @@ def cg(
         Right-hand sides, numpy or cupy.
     x0 : array like B, optional
         Starting point (zeros by default); never modified.
+    r0 : array like B, optional
+        The residual B - A x0 when the caller already has it (for example from
+        a pass that also computed B), which saves one ``matvec``. Residuals and
+        the tolerance stay relative to B.
     precond : callable, optional
         ``precond(R)`` returns P R for a symmetric positive definite P close to
         A^-1, column by column like ``matvec``. ``None`` is the identity.
@@ -127,6 +146,14 @@ def cg(
     true_residual_every : int
         Recompute the residual as b - A x every this many iterations (one extra
         ``matvec``), so that rounding in the recurrence cannot fake convergence.
+    stall_iters : int, optional
+        End the solve when the largest column residual has not fallen below
+        ``stall_gain`` times its best earlier value within the last
+        ``stall_iters`` iterations: it has reached the accuracy floor of an
+        inexact operator (float32 blocks), and more passes would not move x.
+        None never stops for stalling.
+    stall_gain : float in (0, 1)
+        Improvement that counts as progress for ``stall_iters``.
     callback : callable, optional
         ``callback(k, x, rel_residuals)`` after iteration k = 1, 2, ...: a copy
         of the iterate (shaped like B) and the (c,) relative residuals.
@@ -148,9 +175,10 @@ def cg(
     Stopping rule: column j stops as soon as |b_j - A x_j| <= tol |b_j| (Euclidean
     norms, the residual from the recurrence or, after every
     ``true_residual_every``-th iteration, recomputed; the recomputation is skipped
-    after iteration ``maxiter``, where no further step could use it). Stopped columns are frozen: their x no longer moves
-    and they leave ``matvec``'s input. The solve ends when every column has
-    stopped or after ``maxiter`` iterations; ``converged`` says which.
+    after iteration ``maxiter``, where no further step could use it), or when
+    it stalls (``stall_iters``). Stopped columns are frozen: their x no longer
+    moves and they leave ``matvec``'s input. The solve ends when every column
+    has stopped or after ``maxiter`` iterations; ``status`` says which.
     A zero column b_j = 0 gives x_j = 0 exactly and never reaches ``matvec``.
 
     Breakdown: a curvature p^T A p <= 0 (or r^T P r <= 0) within rounding of zero
@@ -184,6 +212,10 @@ def cg(
         raise InputError(
             f"cg: true_residual_every must be an integer >= 1. Got {true_residual_every!r} instead."
         )
+    if stall_iters is not None and (int(stall_iters) != stall_iters or stall_iters < 1):
+        raise InputError(f"cg: stall_iters must be an integer >= 1 or None. Got {stall_iters!r} instead.")
+    if not 0 < stall_gain < 1:
+        raise InputError(f"cg: stall_gain must be in (0, 1). Got {stall_gain!r} instead.")
     precond = precond if precond is not None else (lambda R: R)
     n, c = B.shape
 
@@ -201,14 +233,28 @@ def cg(
     X[:, xp.asarray(np.flatnonzero(zero))] = 0.0  # A x = 0 has the solution 0: no iteration
     n_matvec = 0
 
-    def _finish(k: int, residuals: list[float], rel: np.ndarray) -> CGResult:
+    stalled = np.zeros(c, dtype=bool)
+    broken = np.zeros(c, dtype=bool)  # columns frozen by a zero curvature
+
+    def _finish(k: int, residuals: list[float], rel: np.ndarray, status: str | None = None) -> CGResult:
         x = X[:, 0] if vector else X
-        return CGResult(x, k, tuple(residuals), bool(np.all(rel <= tol)), n_matvec)
+        converged = bool(np.all(rel <= tol))
+        if status is None:
+            status = ("converged" if converged else "stalled" if stalled.any()
+                      else "breakdown" if broken.any() else "maxiter")
+        final = float(rel[~zero].max()) if (~zero).any() else 0.0
+        return CGResult(x, k, tuple(residuals), converged, n_matvec, status, final)
 
     R = B.copy()  # (n, c) residuals
     cols = np.flatnonzero(~zero)  # host indices of the columns still iterating
     ca = xp.asarray(cols)
-    if x0 is not None and cols.size and bool(xp.any(X[:, ca] != 0)):
+    if r0 is not None:
+        r0 = xp.asarray(r0, dtype=REDUCE_DTYPE)
+        r0 = r0[:, None] if r0.ndim == 1 else r0
+        if r0.shape != B.shape:
+            raise InputError(f"cg: r0 has shape {r0.shape}, but B has shape {B.shape}.")
+        R[:, ca] = r0[:, ca]
+    elif x0 is not None and cols.size and bool(xp.any(X[:, ca] != 0)):
         R[:, ca] -= _apply(matvec, X[:, ca], xp, "matvec")
         n_matvec += 1
     rel = np.zeros(c)  # (c,) relative residuals, 0 for zero columns
@@ -226,7 +272,7 @@ def cg(
     P[:, ca] = Z
     cols = cols[~flat]
     if cols.size == 0:
-        return _finish(0, [], rel)
+        return _finish(0, [], rel, "breakdown")
 
     residuals: list[float] = []
     k = 0
@@ -248,7 +294,16 @@ def cg(
         residuals.append(float(rel[~zero].max()))
         if callback is not None:
             callback(k, (X[:, 0] if vector else X).copy(), rel.copy())
-        cols = cols[(rel[cols] > tol) & ~flat]
+        if stall_iters is not None and k > stall_iters:
+            # the largest residual, best before the window against best within it: a single
+            # column may crawl for a while early on, but the solve as a whole has stalled
+            # only when its worst column no longer improves (the first iterations of CG can
+            # raise the residual, so the start itself is not a reference)
+            before = min(residuals[: k - stall_iters])
+            if min(residuals[k - stall_iters :]) > stall_gain * before:
+                stalled[cols] = True
+        broken[cols[flat]] = True
+        cols = cols[(rel[cols] > tol) & ~flat & ~stalled[cols]]
         if cols.size == 0 or k == maxiter:
             break
         ca = xp.asarray(cols)
@@ -259,6 +314,7 @@ def cg(
         P[:, ca] = Z + (rz_new / rz[ca]) * P[:, ca]
         rz[ca] = rz_new
         # r^T P r <= 0 with r != 0: no descent direction is left for those columns
+        broken[cols[flat]] = True
         cols = cols[~flat]
         if cols.size == 0:
             break
