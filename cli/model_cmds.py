@@ -126,7 +126,7 @@ def _task_of(dataset: Any, task: str) -> str:
 @click.option("--agop-power", type=float, default=1.0, show_default=True)
 @click.option("--agop-sample", type=click.IntRange(1), default=None, help="AGOP on a sample of rows (default: all).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True, help="Held out when the store has no X_val/y_val.")
-@click.option("--cg-tol", type=float, default=None, help="CG relative residual (default: 1e-4 for float32 blocks, 1e-6 for float64).")
+@click.option("--cg-tol", type=float, default=None, help="CG relative residual (default 1e-3; CG also stops when the validation score stops improving; 0 runs to --cg-maxiter).")
 @click.option("--cg-maxiter", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint of an interrupted fit.")

@@ -282,3 +282,10 @@ def test_bad_stall_and_r0_arguments(system, kwargs):
     A, B = system
     with pytest.raises(InputError):
         cg(lambda V: A @ V, B, **kwargs)
+
+
+def test_a_callback_can_end_the_solve(system):
+    A, B = system
+    seen = []
+    res = cg(lambda V: A @ V, B, tol=1e-12, maxiter=100, callback=lambda k, x, rel: seen.append(k) or k == 4)
+    assert res.status == "stopped" and res.n_iter == 4 and seen == [1, 2, 3, 4] and not res.converged

@@ -172,3 +172,20 @@ def test_nystrom_estimator_close_to_exact_with_enough_centers():
     ny = RFMRegressor(solver="nystrom", n_centers=600, cg_tol=1e-10, cg_maxiter=200, **common).fit(X, y)
     np.testing.assert_allclose(ny.M_, exact.M_, rtol=1e-4, atol=1e-6)
     assert ny.solver_ == "nystrom" and ny.history_[0]["solver"]["cg_iters"] >= 1
+
+
+def test_cg_stops_when_the_validation_score_stops_improving(engine):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(1500, 4))
+    Y = (np.sin(X[:, :1] * 2) + X[:, 1:2] * X[:, 2:3] + 0.3 * rng.normal(size=(1500, 1)))
+    Xv = rng.normal(size=(400, 4))
+    Yv = np.sin(Xv[:, :1] * 2) + Xv[:, 1:2] * Xv[:, 2:3]
+    ctx = dataclasses.replace(context(X, Y, X[::6], engine, block_rows=500), X_val=Xv, Y_val=Yv)
+    kernel, M = LaplaceKernel(2.0), np.eye(4)
+    watched, w_info, _ = NystromSolver(1e-4, tol=1e-12, maxiter=60).fit(kernel, M, ctx, None)
+    full, f_info, _ = NystromSolver(1e-4, tol=0.0, maxiter=60).fit(kernel, M, ctx, None)
+    assert w_info["cg_stop"] == "validation" and w_info["cg_iters"] < f_info["cg_iters"] == 60
+    Kv = kernel_matrix(kernel, M, Xv, X[::6])
+    mse = [float(np.mean((Kv @ p.alpha - Yv) ** 2)) for p in (watched, full)]
+    # the passes it saved would not have improved the validation MSE by more than a few tenths of a percent
+    assert mse[0] <= mse[1] * 1.005, mse

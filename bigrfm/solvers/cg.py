@@ -53,6 +53,7 @@ class CGResult:
     status : str
         Why the solve ended: ``"converged"`` (every column met ``tol``),
         ``"stalled"`` (some column stopped improving, see ``stall_iters``),
+        ``"stopped"`` (the callback asked to stop),
         ``"breakdown"`` (a zero curvature left a column with no direction) or
         ``"maxiter"``.
     """
@@ -119,7 +120,7 @@ def cg(
     true_residual_every: int = 10,
     stall_iters: int | None = None,
     stall_gain: float = 0.5,
-    callback: Callable[[int, Any, np.ndarray], None] | None = None,
+    callback: Callable[[int, Any, np.ndarray], bool | None] | None = None,
 ) -> CGResult:
     """Solve A X = B for a symmetric positive definite A given as ``matvec``.
 
@@ -156,7 +157,9 @@ def cg(
         Improvement that counts as progress for ``stall_iters``.
     callback : callable, optional
         ``callback(k, x, rel_residuals)`` after iteration k = 1, 2, ...: a copy
-        of the iterate (shaped like B) and the (c,) relative residuals.
+        of the iterate (shaped like B) and the (c,) relative residuals. A true
+        return value ends the solve there (status ``"stopped"``): a caller can
+        stop on a criterion of its own, such as a validation score.
 
     Returns
     -------
@@ -292,8 +295,8 @@ def cg(
             n_matvec += 1
         rel[cols] = to_numpy(_col_norm(xp, R[:, ca])) / bnorm[cols]
         residuals.append(float(rel[~zero].max()))
-        if callback is not None:
-            callback(k, (X[:, 0] if vector else X).copy(), rel.copy())
+        if callback is not None and callback(k, (X[:, 0] if vector else X).copy(), rel.copy()):
+            return _finish(k, residuals, rel, "stopped")
         if stall_iters is not None and k > stall_iters:
             # the largest residual, best before the window against best within it: a single
             # column may crawl for a while early on, but the solve as a whole has stalled
