@@ -152,3 +152,11 @@ def append_report(report: str, table: str, *, note: str = "", path: str | None =
         print(f"\nappended to {path}")
     return text
 
+
+def screen_report(script: str, argv: list[str] | None, seconds: float, about: str, table: str,
+                  path: str | None) -> str:
+    """A screen's report: :func:`report_head`, the ``about`` text (data and model, ending with a
+    newline) and ``table``; printed, and appended to ``path`` unless it is None."""
+    text = append_report(report_head(script, argv, seconds) + about, table, path=path)
+    print(text)
+    return text
