@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -39,7 +37,7 @@ from bigrfm.engine import Engine
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import PeakRSS, median_time  # noqa: E402
+from common import PeakRSS, machine_line, median_time  # noqa: E402
 D = 100
 CHUNK_ROWS = 32_768  # 12.5 MiB of float32 per chunk (DESIGN: 4-16 MiB)
 
@@ -209,15 +207,12 @@ def main() -> None:
 
     out = table(rows)
     print(out)
-    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     report = (
         f"\n## bench_engine — {datetime.date.today().isoformat()}\n\n"
         f"Command: `python benchmarks/bench_engine.py {' '.join(sys.argv[1:])}` "
         f"({time.perf_counter() - started:.0f}s)  \n"
-        f"Machine: `{uname}`, nproc={os.cpu_count()}, Python {platform.python_version()}, "
-        f"load average at the end {load} (shared machine)  \n"
-        f"Stores: float32, d={D}, chunks of {CHUNK_ROWS:,} rows, written just before reading: "
+        + machine_line()
+        + f"Stores: float32, d={D}, chunks of {CHUNK_ROWS:,} rows, written just before reading: "
         "warm page cache (cold cache could not be controlled).\n"
         + (f"{args.note}\n" if args.note else "")
         + "\n"

@@ -61,9 +61,7 @@ import concurrent.futures as cf
 import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -78,7 +76,7 @@ from bigrfm.solvers.nystrom import gram_matvec_block
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import append_report, blas_line, machine_line, median_time  # noqa: E402
+from common import append_report, machine_facts, machine_line, median_time  # noqa: E402
 GEMM_N = 4096
 
 
@@ -224,12 +222,11 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
 
     cmd = "python benchmarks/bench_kernel.py " + " ".join(argv)
-    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()  # for the JSON record
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    mach = machine_facts()  # one reading for the report's line and the JSON record
     report = (
         f"\n## bench_kernel — {datetime.date.today().isoformat()}\n\n"
         f"Command: `{cmd.strip()}` ({wall:.0f}s)  \n"
-        + machine_line()
+        + machine_line(mach)
         + f"Block: b={b:,} rows, c={c} output(s), Laplace kernel (bandwidth 10), random full-rank metric M; "
         f"median of {args.repeats} runs. \"GEMM GFLOP/s\": a {args.pair_n}³ matmul run right before each timed run "
         f"(median over the runs); fractions are medians over those pairs. {args.gemm_n}³ matmul, median of 3, "
@@ -242,9 +239,9 @@ def main(argv: list[str] | None = None) -> None:
     json_path = args.json if args.json is not None else str(HERE / "_data" / f"kernel-{datetime.date.today().isoformat()}.json")
     if json_path:
         meta = {
-            "date": datetime.date.today().isoformat(), "command": cmd.strip(), "seconds": wall, "machine": uname,
-            "nproc": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__, "blas": blas_line(),
-            "loadavg_end": load, "rows": b, "outputs": c, "repeats": args.repeats, "gemm_n": args.gemm_n,
+            "date": datetime.date.today().isoformat(), "command": cmd.strip(), "seconds": wall, "machine": mach["uname"],
+            "nproc": mach["nproc"], "python": mach["python"], "numpy": mach["versions"]["numpy"], "blas": mach["blas"],
+            "loadavg_end": mach["loadavg"], "rows": b, "outputs": c, "repeats": args.repeats, "gemm_n": args.gemm_n,
             "pair_gemm_n": args.pair_n, "gemm_sections": gemm_sections, "note": args.note,
         }
         records = [

@@ -1,11 +1,17 @@
-"""Helpers shared by the benchmark scripts: timing, peak memory, the BLAS line, report appending.
+"""Helpers shared by the benchmark scripts: timing, peak memory, the machine facts and the reports' "Machine:"
+line, report headings and appending.
 
 benchmarks/ is not a package: scripts do ``sys.path.insert(0, <this folder>); import common``.
 """
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from typing import Callable
@@ -72,27 +78,66 @@ def blas_line() -> str:
     return "; ".join(info) or "unknown"
 
 
-def machine_line() -> str:
-    """The report's "Machine:" line (markdown, ends with a hard line break): uname, cores, Python,
-    numpy, :func:`blas_line`, load average now."""
-    import os
-    import platform
-    import subprocess
+#: Modules whose versions :func:`machine_facts` records (those that import).
+VERSIONED = ("bigrfm", "numpy", "scipy", "sklearn", "torch", "xrfm")
+#: Environment variables of the thread pools that :func:`machine_facts` records when set.
+THREAD_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
-    import numpy as np
 
-    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"Machine: `{uname}`, nproc={os.cpu_count()}, Python {platform.python_version()}, numpy {np.__version__}, "
-            f"BLAS: {blas_line()}; load average at the end {load} (shared machine)  \n")
+def machine_facts() -> dict:
+    """This machine and interpreter now, as JSON values: ``uname`` (``uname -a``), ``nproc`` (the
+    cores this process may run on, from its CPU affinity; GNU ``nproc`` would report ``OMP_NUM_THREADS``
+    instead), ``python``, ``executable``, ``versions`` ({module: version} of :data:`VERSIONED` that
+    import), ``blas`` (:func:`blas_line`: numpy's and what the benchmark loaded, read before those
+    imports), ``env`` (the :data:`THREAD_ENV` that are set) and ``loadavg`` (the 1, 5 and 15-minute load
+    averages; None where the system has none)."""
+    import numpy  # noqa: F401 -- loads the BLAS every script uses, so blas_line names it
+    try:
+        blas = blas_line()
+    except ImportError:  # threadpoolctl missing
+        blas = "unknown"
+    versions = {}
+    for mod in VERSIONED:
+        try:
+            versions[mod] = getattr(__import__(mod), "__version__", "?")
+        except Exception:  # noqa: BLE001 -- a module that fails to import has no version to report
+            pass
+    try:
+        uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        uname = " ".join(platform.uname())
+    return {
+        "uname": uname,
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "versions": versions,
+        "blas": blas,
+        "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
+        "loadavg": ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def machine_line(facts: dict | None = None) -> str:
+    """The reports' "Machine:" line (markdown, ends with a hard line break) from ``facts`` (default:
+    :func:`machine_facts` now): uname, cores, Python; then, where ``facts`` has them (older run.py
+    records lack some), the versions, BLAS, thread environment and the load average."""
+    f = machine_facts() if facts is None else facts
+    parts = [f"Machine: `{f['uname']}`, nproc={f['nproc']}, Python {f['python']}"]
+    if f.get("versions"):
+        parts.append(", ".join(f"{k} {v}" for k, v in f["versions"].items()))
+    if f.get("blas"):
+        parts.append(f"BLAS: {f['blas']}")
+    if f.get("env"):
+        parts.append(f"env {f['env']}")
+    if f.get("loadavg"):
+        parts.append(f"load average at the end {f['loadavg']}")
+    return "; ".join(parts) + " (shared machine)  \n"
 
 
 def report_head(script: str, argv: list[str] | None, seconds: float) -> str:
     """A screen's report heading: ``## <script> — <date>``, the command that ran (``argv`` None: this
     process's arguments) with its seconds, and :func:`machine_line`."""
-    import datetime
-    import sys
-
     args = " ".join(argv if argv is not None else sys.argv[1:])
     return (f"\n## {script} — {datetime.datetime.now():%Y-%m-%d %H:%M}\n\n"
             f"Command: `python benchmarks/{script}.py {args}` ({seconds:.0f} s)  \n" + machine_line())
@@ -105,4 +150,13 @@ def append_report(report: str, table: str, *, note: str = "", path: str | None =
         with open(path, "a", encoding="utf-8") as f:
             f.write(text)
         print(f"\nappended to {path}")
+    return text
+
+
+def screen_report(script: str, argv: list[str] | None, seconds: float, about: str, table: str,
+                  path: str | None) -> str:
+    """A screen's report: :func:`report_head`, the ``about`` text (data and model, ending with a
+    newline) and ``table``; printed, and appended to ``path`` unless it is None."""
+    text = append_report(report_head(script, argv, seconds) + about, table, path=path)
+    print(text)
     return text

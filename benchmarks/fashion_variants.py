@@ -21,13 +21,11 @@ import os
 import sys
 import time
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import datasets  # noqa: E402
-from common import append_report, report_head  # noqa: E402
+from common import screen_report  # noqa: E402
 
 #: (label, estimator parameters); bandwidth 20 without standardization is bench_fashion.py's choice
 VARIANTS: list[tuple[str, dict]] = [
@@ -51,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import bigrfm
 
-    d = datasets.load_fashion_mnist()
-    idx = np.random.default_rng(0).permutation(len(d["y_train"]))[: args.rows]
-    X, y = d["X_train"][idx], d["y_train"][idx]
+    d, about = datasets.fashion_mnist_sample(args.rows)
+    X, y = d["X_sample"], d["y_sample"]
     rows = []
     t_all = time.perf_counter()
     for label, params in VARIANTS:
@@ -68,13 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             "|---|---|---|---|---|")
     body = [f"| {lab} | {', '.join(f'{a:.4f}' for a in accs)} | {best} | {max(accs[1:]) - accs[0]:+.4f} | {s:.0f} |"
             for lab, accs, best, s in rows]
-    report = (
-        report_head("fashion_variants", argv, time.perf_counter() - t_all)
-        + f"Data: Fashion-MNIST, {args.rows:,} seeded training rows, 10,000 validation rows (test set not read). "
-        f"`RFMClassifier(solver=\"exact\", bandwidth={args.bandwidth:g}, reg={args.reg:g}, iters={args.iters}, "
-        f"standardize=False, dtype=\"float32\", random_state=0, ...)`.\n"
-    )
-    print(append_report(report, "\n".join([head] + body), path=args.results or None))
+    about += (f"`RFMClassifier(solver=\"exact\", bandwidth={args.bandwidth:g}, reg={args.reg:g}, iters={args.iters}, "
+              "standardize=False, dtype=\"float32\", random_state=0, ...)`.\n")
+    screen_report("fashion_variants", argv, time.perf_counter() - t_all, about, "\n".join([head] + body),
+                  args.results or None)
     return 0
 
 

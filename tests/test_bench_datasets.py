@@ -75,6 +75,12 @@ def test_load_fashion_mnist_on_fake_files(tmp_path):
     assert d["y_train"].dtype == np.int64 and len(d["feature_names"]) == 784
     with pytest.raises(D.DatasetMissing, match="apt-get install"):
         D.load_fashion_mnist(root=str(tmp_path / "nowhere"))
+    # the screens' seeded training subsample: the first rows of one permutation, X_train left whole
+    s, about = D.fashion_mnist_sample(300, root=str(tmp_path))
+    idx = np.random.default_rng(0).permutation(2_000)[:300]
+    assert np.array_equal(s["X_sample"], d["X_train"][idx]) and np.array_equal(s["y_sample"], d["y_train"][idx])
+    assert s["X_train"].shape == (2_000, 784)
+    assert about == "Data: Fashion-MNIST, 300 seeded training rows, 10,000 validation rows (test set not read). "
 
 
 # -- KEEL ---------------------------------------------------------------------------------------

