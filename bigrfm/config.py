@@ -120,19 +120,36 @@ class ExecConfig:
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
 
-    def rows_per_block(self, n_features: int, chunk_rows: int | None = None, n_rows: int | None = None) -> int:
+    def rows_per_block(
+        self,
+        n_features: int,
+        chunk_rows: int | None = None,
+        n_rows: int | None = None,
+        *,
+        workers: int | None = None,
+        device_rows: int | None = None,
+    ) -> int:
         """Rows of one block (one task) of a pass.
 
-        ``block_rows`` when set; otherwise about ``block_bytes`` of X, rounded to
-        whole stored chunks (``chunk_rows``) so no chunk is read by two tasks,
-        and small enough that ``n_rows`` make at least two blocks per worker.
+        ``block_rows`` when set; otherwise about ``block_bytes`` of X (or
+        ``device_rows``, the size a GPU wants, from its memory: the engine passes
+        :func:`bigrfm.numerics.gpu.gpu_block_rows`), rounded to whole stored
+        chunks (``chunk_rows``) so no chunk is read by two tasks, and small enough
+        that ``n_rows`` make at least two blocks per worker (``workers``: the
+        engine's threads or worker processes; default ``n_workers`` or one per core).
         """
         if self.block_rows is not None:
             return int(self.block_rows)
-        rows = max(256, int(self.block_bytes // max(n_features * self.np_dtype.itemsize, 1)))
+        if device_rows is not None:
+            rows = int(device_rows)
+        else:
+            rows = max(256, int(self.block_bytes // max(n_features * self.np_dtype.itemsize, 1)))
         if chunk_rows:
             rows = chunk_rows * max(1, round(rows / chunk_rows)) if rows >= chunk_rows else chunk_rows // max(1, chunk_rows // rows)
         if n_rows:
-            workers = self.n_workers or os.cpu_count() or 1
-            rows = min(rows, max(256, -(-n_rows // (2 * workers))))
+            workers = workers or self.n_workers or os.cpu_count() or 1
+            cap = max(256, -(-n_rows // (2 * workers)))
+            if rows > cap:
+                # fewer rows per block, still whole chunks where a chunk fits
+                rows = cap - cap % chunk_rows if chunk_rows and cap >= chunk_rows else cap
         return rows

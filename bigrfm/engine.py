@@ -30,6 +30,7 @@ retried ``retries`` times, and a lost worker's blocks are recomputed elsewhere.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import logging
 import os
 import threading
@@ -40,6 +41,7 @@ from typing import Any
 
 from .config import ExecConfig
 from .io.datasets import Dataset, row_blocks
+from .numerics import gpu
 from .numerics.backend import resolve_device
 from .numerics.block_cache import BLOCKS
 from .exceptions import BigRFMError, ClusterError, InputError
@@ -185,6 +187,8 @@ class Engine:
         self._pool: cf.ThreadPoolExecutor | None = None
         self._cluster: Any = None
         self._client: Any = None
+        # "cuda" or "cpu": decides threads per device, block sizes and the cache budget
+        self.device = resolve_device(self.config.device)
 
     @property
     def kind(self) -> str:
@@ -230,14 +234,50 @@ class Engine:
             cluster.close()
             log.info("LocalCluster closed")
 
+    def _n_gpus(self) -> int:
+        """GPUs the threads backend uses: ``n_workers`` (``--gpus``), at most the ones there are."""
+        have = gpu.device_count()
+        return max(1, min(int(self.config.n_workers or have), have))
+
     def _n_threads(self) -> int:
+        if self.device == "cuda":
+            # a few threads per GPU, each with its own stream: reads and copies overlap kernels
+            return self._n_gpus() * gpu.THREADS_PER_DEVICE
         return int(self.config.n_workers or os.cpu_count() or 1)
 
     def _thread_pool(self) -> cf.ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = cf.ThreadPoolExecutor(self._n_threads(), thread_name_prefix="bigrfm-block")
+                kwargs: dict = {}
+                if self.device == "cuda":
+                    counter = itertools.count()
+                    n_gpus = self._n_gpus()
+                    kwargs = {"initializer": lambda: gpu.bind_thread(next(counter), n_gpus)}
+                self._pool = cf.ThreadPoolExecutor(self._n_threads(), thread_name_prefix="bigrfm-block", **kwargs)
             return self._pool
+
+    def _cache_bytes(self) -> int:
+        """Budget of the per-process block cache: ``cache_bytes``, or on a GPU a fraction of its
+        memory (blocks then stay resident on the device between passes); 0 turns it off."""
+        if self.config.cache_bytes and self.device == "cuda":
+            free = gpu.device_memory()[0] if gpu.device_count() else 16 * 2**30
+            return max(int(self.config.cache_bytes), gpu.gpu_cache_bytes(free))
+        return int(self.config.cache_bytes)
+
+    def block_rows(self, n_features: int, chunk_rows: int | None = None, n_rows: int | None = None) -> int:
+        """Rows per block of a pass over a dataset of this shape on this engine.
+
+        :meth:`ExecConfig.rows_per_block` with this engine's parallelism; on a GPU
+        the block size comes from the device's memory
+        (:func:`bigrfm.numerics.gpu.gpu_block_rows`), not from the CPU rule.
+        """
+        device_rows = None
+        workers = self._n_threads() if self._kind == "threads" else None
+        if self.device == "cuda":
+            free = gpu.device_memory()[0] if gpu.device_count() else 16 * 2**30
+            device_rows = gpu.gpu_block_rows(free, n_features, self.config.np_dtype.itemsize)
+        return self.config.rows_per_block(n_features, chunk_rows or None, n_rows, workers=workers,
+                                          device_rows=device_rows)
 
     def _dask_client(self) -> Any:
         with self._lock:
@@ -256,8 +296,9 @@ class Engine:
         # running worker: too late for glibc's malloc settings and for BLAS).
         key = "distributed.nanny.pre-spawn-environ"
         environ = {**dask.config.get(key, default={}), **_WORKER_ENV, **_malloc_env(c.block_bytes)}
-        if resolve_device(c.device) == "cuda":
-            return self._start_local_cuda(n)
+        if self.device == "cuda":
+            with dask.config.set({key: environ}):
+                return self._start_local_cuda()
         try:
             with dask.config.set({key: environ}):
                 cluster = LocalCluster(
@@ -276,8 +317,13 @@ class Engine:
         log.info("LocalCluster started: %d workers x %d threads at %s", n, threads, cluster.scheduler_address)
         return Client(cluster, set_as_default=False)
 
-    def _start_local_cuda(self, n_gpus: int | None) -> Any:
-        """One worker per GPU (dask-cuda's LocalCUDACluster), each owning its device."""
+    def _start_local_cuda(self) -> Any:
+        """One worker per GPU (dask-cuda's LocalCUDACluster), each owning its device.
+
+        Workers get the same environment as CPU workers (one BLAS thread, the malloc
+        settings; the caller sets it before they spawn) and :data:`~bigrfm.numerics.gpu.THREADS_PER_DEVICE`
+        threads, so a block's read and host-to-device copy overlap another block's kernels.
+        """
         from distributed import Client  # noqa: PLC0415
 
         try:
@@ -288,9 +334,10 @@ class Engine:
                 "or run without a cluster (scheduler=None: one GPU in this process), or connect to a "
                 "cluster whose workers have GPUs (scheduler='tcp://...')."
             ) from None
-        kwargs = {"n_workers": n_gpus} if self.config.n_workers else {}
+        kwargs = {"n_workers": int(self.config.n_workers)} if self.config.n_workers else {}
         try:
-            cluster = LocalCUDACluster(threads_per_worker=1, dashboard_address="127.0.0.1:0", **kwargs)
+            cluster = LocalCUDACluster(threads_per_worker=gpu.THREADS_PER_DEVICE, dashboard_address="127.0.0.1:0",
+                                       memory_limit=self.config.memory_limit, **kwargs)
         except Exception as exc:
             raise ClusterError(f"Could not start a LocalCUDACluster ({type(exc).__name__}: {exc}).") from exc
         self._cluster = cluster
@@ -355,11 +402,10 @@ class Engine:
         -------
         The reduced result, or None when every block was skipped.
         """
-        rows = int(block_rows or self.config.rows_per_block(
-            dataset.n_features, getattr(dataset, "chunk_rows", None) or None, dataset.n_rows))
+        rows = int(block_rows or self.block_rows(dataset.n_features, getattr(dataset, "chunk_rows", None), dataset.n_rows))
         blocks = row_blocks(dataset.n_rows, rows)
         names = tuple(broadcast or {})
-        shared = (block_fn, dataset, prepare, self.config.cache_bytes, *(broadcast or {}).values())
+        shared = (block_fn, dataset, prepare, self._cache_bytes(), *(broadcast or {}).values())
         t0 = time.perf_counter()
         if self._kind == "threads":
             result = self._pass_threads(blocks, names, with_range, shared, reduce, progress)

@@ -27,7 +27,7 @@ from .io.model_folder import FolderContents, read_model, write_model
 from .model.fit import FitSettings, fit_dataset
 from .model.predictors import predict_in_blocks, predictor_arrays, predictor_from_arrays, scores_to_proba
 from .model.rfm import RFMParams
-from .numerics.backend import get_xp
+from .numerics.backend import get_xp, resolve_device, resolve_dtype
 from .numerics.kernels import KERNELS, kernel_from_dict, kernel_to_dict, make_kernel
 from .version import __version__
 
@@ -86,8 +86,10 @@ _PARAMS_DOC = """
         Most conjugate-gradient iterations (= passes over the data) per solve.
     device : {"auto", "cpu", "cuda"}, default="cpu"
         Where blocks are computed.
-    dtype : {"float32", "float64"}, default="float64"
-        dtype of data and kernel blocks; reductions are always float64.
+    dtype : {"auto", "float32", "float64"}, default="auto"
+        dtype of data and kernel blocks; reductions and factorizations are
+        always float64. ``"auto"``: float64 on the CPU, float32 on a GPU (where
+        the fused kernels need it).
     block_rows : int or None, default=None
         Rows per block (None: about 32 MiB of features per block).
     scheduler : str or None, default=None
@@ -169,7 +171,7 @@ class _BaseRFM(BaseEstimator):
         "cg_tol": [None, Interval(Real, 0, None, closed="left")],
         "cg_maxiter": [Interval(Integral, 1, None, closed="left")],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
-        "dtype": [StrOptions({"float32", "float64"})],
+        "dtype": [StrOptions({"auto", "float32", "float64"})],
         "block_rows": [None, Interval(Integral, 1, None, closed="left")],
         "scheduler": [None, str],
         "n_workers": [None, Interval(Integral, 1, None, closed="left")],
@@ -196,7 +198,7 @@ class _BaseRFM(BaseEstimator):
         cg_tol: float | None = None,
         cg_maxiter: int = 20,
         device: str = "cpu",
-        dtype: str = "float64",
+        dtype: str = "auto",
         block_rows: int | None = None,
         scheduler: str | None = None,
         n_workers: int | None = None,
@@ -228,9 +230,12 @@ class _BaseRFM(BaseEstimator):
 
     # -- shared plumbing -------------------------------------------------------------
     def _exec_config(self) -> ExecConfig:
+        device = self.device
+        if self.dtype == "auto" and device != "cpu":
+            device = resolve_device(device)  # "auto" needs to know whether it is a GPU
         return ExecConfig(
-            device=self.device,
-            dtype=self.dtype,
+            device=device,
+            dtype=resolve_dtype(self.dtype, device),
             block_rows=self.block_rows,
             scheduler=self.scheduler,
             n_workers=self.n_workers,
@@ -475,7 +480,7 @@ class _BaseRFM(BaseEstimator):
             Xs = (Xs - self.x_mean_) / self.x_scale_
         config = self._exec_config()
         xp = get_xp(config.device)
-        return predict_in_blocks(self.predictor_, Xs, config.rows_per_block(Xs.shape[1], n_rows=Xs.shape[0]), self.dtype, xp)
+        return predict_in_blocks(self.predictor_, Xs, config.rows_per_block(Xs.shape[1], n_rows=Xs.shape[0]), config.dtype, xp)
 
     def __sklearn_tags__(self):  # noqa: ANN204
         tags = super().__sklearn_tags__()
@@ -615,20 +620,40 @@ class RFMClassifier(ClassifierMixin, _BaseRFM):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
-def load_model(path: Any) -> _BaseRFM:
+#: Parameters :func:`load_model` may override: where and how the model computes, not what it is.
+EXEC_PARAMS = ("device", "dtype", "block_rows", "scheduler", "n_workers", "memory_budget")
+
+
+def load_model(path: Any, **exec_params: Any) -> _BaseRFM:
     """Load a model folder written by :meth:`RFMRegressor.save` / :meth:`RFMClassifier.save` (or ``bigrfm fit``).
 
     Reads JSON and arrays only (never pickle), and checks every shape.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The model folder.
+    **exec_params
+        Execution settings to use instead of the saved ones (``device``, ``dtype``,
+        ``block_rows``, ``scheduler``, ``n_workers``, ``memory_budget``): a model
+        fitted with ``device="cuda"`` predicts on a machine without a GPU with
+        ``load_model(path, device="cpu")``.
 
     Raises
     ------
     ModelFormatError
         Missing files or arrays, an unknown format version, or arrays whose shapes disagree.
+    InputError
+        An unknown execution setting.
     """
+    unknown = sorted(set(exec_params) - set(EXEC_PARAMS))
+    if unknown:
+        raise InputError(f"load_model: {unknown} are not execution settings; choose among {list(EXEC_PARAMS)}.")
     c = read_model(path)
     classes = {"RFMRegressor": RFMRegressor, "RFMClassifier": RFMClassifier}
     name = c.get("estimator")
     kernel = c.get("kernel")
     if name not in classes or not isinstance(kernel, dict) or kernel.get("name") not in KERNELS:
         raise ModelFormatError(f"{c.where}: unknown estimator or kernel ({name!r}, {kernel!r}).")
-    return classes[name]._from_contents(c)
+    est = classes[name]._from_contents(c)
+    return est.set_params(**exec_params) if exec_params else est

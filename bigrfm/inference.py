@@ -47,8 +47,15 @@ class OutputMap:
         return (pred.ravel() if self.y_ndim == 1 else pred), None
 
 
-def _prepare_of(est: Any) -> Prepare:
-    return Prepare(est.x_mean_, est.x_scale_, est.dtype, raw_y=True, device=resolve_device(est.device))
+def _prepare_of(est: Any, engine: Any) -> Prepare:
+    """Standardize with the model's statistics, in the engine's dtype and on the engine's device.
+
+    Where and in which dtype a pass runs is the engine's choice (the command line's, for
+    ``bigrfm predict``), not the saved model's: a model fitted on a GPU predicts on a
+    CPU-only machine, and ``--device cuda`` moves a CPU-fitted model's passes to the GPU.
+    """
+    config = engine.config
+    return Prepare(est.x_mean_, est.x_scale_, config.dtype, raw_y=True, device=resolve_device(config.device))
 
 
 def _scores(X: Any, predictor_bc: dict, predict_fn: Any) -> np.ndarray:
@@ -81,7 +88,7 @@ def evaluate_block(X: np.ndarray, y: np.ndarray, *, output: OutputMap, predict_f
 
 
 def _block_rows(engine: Any, dataset: Any) -> int:
-    return engine.config.rows_per_block(dataset.n_features, getattr(dataset, "chunk_rows", None), dataset.n_rows)
+    return engine.block_rows(dataset.n_features, getattr(dataset, "chunk_rows", None), dataset.n_rows)
 
 
 def _check_features(est: Any, dataset: Any) -> None:
@@ -116,8 +123,8 @@ def predict_dataset(est: Any, dataset: Any, out: str | Path, engine: Any, *, pro
         engine.map_reduce(
             predict_write_block,
             dataset,
-            broadcast={**est.predictor_.broadcast(np, est.dtype), "predict_fn": est.predictor_.predict_fn, "out": str(tmp), "output": output, "proba": proba},
-            prepare=_prepare_of(est),
+            broadcast={**est.predictor_.broadcast(np, engine.config.dtype), "predict_fn": est.predictor_.predict_fn, "out": str(tmp), "output": output, "proba": proba},
+            prepare=_prepare_of(est, engine),
             block_rows=block_rows,
             with_range=True,
             progress=progress,
@@ -134,8 +141,8 @@ def evaluate_dataset(est: Any, dataset: Any, engine: Any, *, progress: Any = Non
     sums = engine.map_reduce(
         evaluate_block,
         dataset,
-        broadcast={**est.predictor_.broadcast(np, est.dtype), "predict_fn": est.predictor_.predict_fn, "output": output},
-        prepare=_prepare_of(est),
+        broadcast={**est.predictor_.broadcast(np, engine.config.dtype), "predict_fn": est.predictor_.predict_fn, "output": output},
+        prepare=_prepare_of(est, engine),
         block_rows=_block_rows(engine, dataset),
         progress=progress,
     )

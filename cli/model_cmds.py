@@ -4,6 +4,7 @@ Parses, calls the library's public API, prints tables and progress; no maths."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -71,10 +72,18 @@ def _history_table(history: list[dict], best: int, classification: bool) -> str:
     return "\n".join(rows)
 
 
-def _exec_options(f: Any) -> Any:
+def _exec_options(f: Any, *, model_dtype: bool = False) -> Any:
+    """Add the execution options; ``model_dtype``: --dtype defaults to the model's (predict, evaluate)."""
+    dtype_opt = (
+        click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
+                     help="Block dtype (default: the dtype the model was fitted in; reductions are float64).")
+        if model_dtype else
+        click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+                     help="Block dtype (reductions are float64).")
+    )
     for opt in reversed(
         [
-            click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True, help="Block dtype (reductions are float64)."),
+            dtype_opt,
             click.option("--block-rows", type=click.IntRange(1), default=None, help="Rows per block (default: ~32 MiB of features)."),
             click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True),
             click.option("--scheduler", default="local", show_default=True, help="'local' (in-process LocalCluster), 'threads' (no cluster), or a scheduler address tcp://host:port."),
@@ -192,6 +201,13 @@ def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent:
         click.echo(f"chose iteration {est.best_iter_} ({est.solver_} solver); fit took {seconds:.1f}s; model written to {out_path}")
 
 
+def _model_dtype(est: Any, device: str) -> str:
+    """The block dtype the model was fitted in ("auto" resolved for ``device``)."""
+    from bigrfm.numerics.backend import resolve_device, resolve_dtype
+
+    return resolve_dtype(est.dtype, resolve_device(device))
+
+
 def _engine(exec_opts: dict) -> Any:
     from bigrfm.engine import Engine
 
@@ -204,7 +220,7 @@ def _engine(exec_opts: dict) -> Any:
 @click.option("--out", "out", required=True, type=click.Path(), help="Zarr group to write (y_pred, and proba with --proba).")
 @click.option("--proba", is_flag=True, help="Also write class probabilities (classifiers).")
 @click.option("--overwrite", is_flag=True)
-@_exec_options
+@functools.partial(_exec_options, model_dtype=True)
 def predict(model_dir: str, data: str, out: str, proba: bool, overwrite: bool, x_name: str, y_name: str,
             **exec_opts: Any) -> None:
     """Write predictions of the model in MODEL_DIR for the rows of DATA (streamed)."""
@@ -214,6 +230,7 @@ def predict(model_dir: str, data: str, out: str, proba: bool, overwrite: bool, x
 
     est = load_model(model_dir)
     dataset = open_dataset(data, x_name=x_name, y_name=y_name)
+    exec_opts["dtype"] = exec_opts["dtype"] or _model_dtype(est, exec_opts["device"])
     with _engine(exec_opts) as engine:
         predict_dataset(est, dataset, out, engine, proba=proba, overwrite=overwrite, progress=PassProgress())
     click.echo(f"wrote predictions for {dataset.n_rows:,} rows to {out}")
@@ -224,7 +241,7 @@ def predict(model_dir: str, data: str, out: str, proba: bool, overwrite: bool, x
 @click.argument("data", type=str)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--split", type=click.Choice(["data", "val"]), default="data", show_default=True, help="Evaluate X/y, or the stored X_val/y_val.")
-@_exec_options
+@functools.partial(_exec_options, model_dtype=True)
 def evaluate(model_dir: str, data: str, as_json: bool, split: str, x_name: str, y_name: str, **exec_opts: Any) -> dict:
     """Accuracy (classifiers) or RMSE and R^2 (regressors) of MODEL_DIR on DATA."""
     from bigrfm import load_model
@@ -237,6 +254,7 @@ def evaluate(model_dir: str, data: str, as_json: bool, split: str, x_name: str, 
         dataset = dataset.validation()
         if dataset is None:
             raise InputError(f"{data} has no X_val/y_val to evaluate.")
+    exec_opts["dtype"] = exec_opts["dtype"] or _model_dtype(est, exec_opts["device"])
     with _engine(exec_opts) as engine:
         metrics = evaluate_dataset(est, dataset, engine, progress=PassProgress())
     if as_json:

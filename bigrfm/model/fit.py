@@ -220,7 +220,7 @@ def fit_dataset(
     """
     n, d = dataset.n_rows, dataset.n_features
     device = resolve_device(config.device)
-    block_rows = config.rows_per_block(d, getattr(dataset, "chunk_rows", None), n)
+    block_rows = engine.block_rows(d, getattr(dataset, "chunk_rows", None), n)
     seeds = np.random.SeedSequence(settings.seed).spawn(4)
     rng_val, rng_centers, rng_agop, rng_solver = (np.random.default_rng(s) for s in seeds)
 

@@ -18,7 +18,7 @@ import numpy as np
 from ..numerics.agop import kernel_agop_block
 from ..numerics.backend import REDUCE_DTYPE, array_module, on_device, row_tiles, to_device, to_numpy
 from ..numerics.cuda_kernels import fused_kv, fused_supported
-from ..numerics.kernels import Kernel, apply_metric, map_rows, metric_token
+from ..numerics.kernels import Kernel, apply_metric, augment_centers, map_rows, metric_token
 from ..numerics.linalg import metric_factor
 from ..numerics.random_features import RFFMap, rff_agop_block, rff_predict_block
 
@@ -44,8 +44,9 @@ def kernel_predict_block(
     if fused_supported(kernel, X, Xt.shape[1], alpha.shape[1]):
         return fused_kv(kernel, Xt, Zt, alpha)
     out = xp.empty((X.shape[0], alpha.shape[1]), dtype=X.dtype)
-    for t in row_tiles(X.shape[0], Zt.shape[0], X.dtype.itemsize):
-        out[t] = kernel.block(Xt[t], Zt, zsq) @ alpha  # (tile, m) @ (m, c)
+    Za = augment_centers(Zt, zsq)  # once per block, not per tile
+    for t in row_tiles(X.shape[0], Zt.shape[0], X.dtype.itemsize, xp=xp):
+        out[t] = kernel.block(Xt[t], Zt, zsq, Za) @ alpha  # (tile, m) @ (m, c)
     return out
 
 

@@ -13,9 +13,12 @@ classes, or standardized regression targets). It holds only O(d + k) numbers.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
+
 import numpy as np
 
-from ..numerics.backend import get_xp
+from ..numerics.backend import array_module
+from ..numerics.gpu import to_device_pinned
 
 __all__ = ["RowSelect", "Prepare", "sample_rows", "encode_targets"]
 
@@ -118,10 +121,12 @@ class Prepare:
         """The same preparation, cacheable under ``token`` (one token per distinct selection of a fit)."""
         return dataclasses.replace(self, cache_token=token)
 
-    def transform_X(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64 if self.mean is not None else self.dtype)
+    def transform_X(self, X: Any) -> Any:
+        """Standardize (in float64) and cast to the block dtype, on the array module of X."""
+        xp = array_module(X)
+        X = xp.asarray(X, dtype=np.float64 if self.mean is not None else self.dtype)
         if self.mean is not None:
-            X = ((X - self.mean) / self.scale).astype(self.dtype, copy=False)
+            X = ((X - xp.asarray(self.mean)) / xp.asarray(self.scale)).astype(self.dtype, copy=False)
         return X
 
     def __call__(self, X: np.ndarray, y: np.ndarray | None, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -132,12 +137,12 @@ class Prepare:
                     return None
                 X = X[keep]
                 y = None if y is None else y[keep]
-        X = self.transform_X(X)
         if y is not None and not self.raw_y:
             y = encode_targets(y, self.classes, self.y_mean, self.y_scale)
-        if self.device != "cpu":
-            xp = get_xp(self.device)
-            X = xp.asarray(X)
+        if self.device == "cuda":
+            # the raw block goes to the GPU through pinned memory on this thread's stream,
+            # and is standardized there: the host only reads
+            X = to_device_pinned(np.asarray(X))
             if y is not None and not self.raw_y:
-                y = xp.asarray(y, dtype=X.dtype)
-        return X, y
+                y = to_device_pinned(np.asarray(y, dtype=self.dtype))
+        return self.transform_X(X), y

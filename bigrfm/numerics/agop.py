@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .backend import REDUCE_DTYPE, array_module, on_device, row_tiles, to_numpy
-from .kernels import Kernel, map_rows
+from .kernels import Kernel, augment_centers, map_rows
 
 __all__ = ["AgopSums", "kernel_agop_block", "agop_from_sums", "normalize_metric"]
 
@@ -94,8 +94,9 @@ def kernel_agop_block(
     hsum = xp.zeros((c, d), dtype=REDUCE_DTYPE)
     # Row tiles bound the (tile, m) kernel weights; one output at a time keeps
     # the other temporaries at (m, d) and (tile, d) instead of (m, c*d).
-    for t in row_tiles(X.shape[0], Z.shape[0], X.dtype.itemsize):
-        _, W = kernel.block_and_weights(Xt[t], Zt, zsq)  # (tile, m)
+    Za = augment_centers(Zt, zsq)  # once per block, not per tile
+    for t in row_tiles(X.shape[0], Z.shape[0], X.dtype.itemsize, xp=xp):
+        _, W = kernel.block_and_weights(Xt[t], Zt, zsq, Za)  # (tile, m)
         Wa = W @ alpha  # (tile, c)
         for k in range(c):
             H = Wa[:, k : k + 1] * X[t] - W @ (alpha[:, k : k + 1] * Z)  # (tile, d)

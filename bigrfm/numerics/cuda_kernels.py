@@ -29,6 +29,7 @@ import CuPy.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,9 @@ ENABLED = True
 MAX_RANK = 64
 MAX_OUTPUTS = 16
 _TILE = 128  # threads per block and rows/centers per shared-memory tile
-_SPLIT_ROWS = 4096  # rows per gridDim.y slice of ktu
+_SPLIT_ROWS = 4096  # rows per gridDim.y slice of ktu (more when b would need more than _MAX_GRID_Y slices)
+_MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y
+_COMPILE_LOCK = threading.Lock()  # threads of one process share compiled modules; compile each once
 
 _SOURCE = r"""
 #define R {R}
@@ -134,11 +137,27 @@ def fused_supported(kernel: Kernel, X: Any, rank: int, n_outputs: int) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _module(rank: int, n_outputs: int, gaussian: bool) -> Any:
+def _compiled(rank: int, n_outputs: int, gaussian: bool, device: int) -> Any:
     import cupy  # noqa: PLC0415
 
     src = _SOURCE.format(R=rank, C=n_outputs, TILE=_TILE, GAUSS=int(gaussian))
-    return cupy.RawModule(code=src, options=("--use_fast_math",))
+    module = cupy.RawModule(code=src, options=("--use_fast_math",))
+    module.compile()  # NVRTC now, under the lock, rather than at the first launch
+    return module
+
+
+def _module(rank: int, n_outputs: int, gaussian: bool) -> Any:
+    """The compiled module for (r, c, kernel) on the current device, compiled once per process and device."""
+    import cupy  # noqa: PLC0415
+
+    with _COMPILE_LOCK:
+        return _compiled(rank, n_outputs, gaussian, cupy.cuda.Device().id)
+
+
+def ktu_split(b: int) -> int:
+    """Rows per gridDim.y slice of ``ktu``: :data:`_SPLIT_ROWS`, or more so that at most
+    :data:`_MAX_GRID_Y` slices cover b rows."""
+    return max(_SPLIT_ROWS, -(-b // _MAX_GRID_Y))
 
 
 def _scale(kernel: Kernel) -> tuple[bool, np.float32]:
@@ -153,6 +172,8 @@ def fused_kv(kernel: Kernel, Xt: Any, Zt: Any, v: Any) -> Any:
 
     b, r = Xt.shape
     m, c = v.shape
+    if b == 0 or m == 0:  # an empty grid is an invalid launch
+        return cupy.zeros((b, c), dtype=cupy.float32)
     gaussian, a = _scale(kernel)
     Xt, Zt, v = (cupy.ascontiguousarray(t, dtype=cupy.float32) for t in (Xt, Zt, v))
     out = cupy.empty((b, c), dtype=cupy.float32)
@@ -168,10 +189,13 @@ def fused_ktu(kernel: Kernel, Xt: Any, Zt: Any, u: Any) -> Any:
     b, r = Xt.shape
     m = Zt.shape[0]
     c = u.shape[1]
+    out = cupy.zeros((m, c), dtype=cupy.float64)
+    if b == 0 or m == 0:  # an empty grid is an invalid launch
+        return out
     gaussian, a = _scale(kernel)
     Xt, Zt, u = (cupy.ascontiguousarray(t, dtype=cupy.float32) for t in (Xt, Zt, u))
-    out = cupy.zeros((m, c), dtype=cupy.float64)
     fn = _module(r, c, gaussian).get_function("ktu")
-    grid = ((m + _TILE - 1) // _TILE, (b + _SPLIT_ROWS - 1) // _SPLIT_ROWS)
-    fn(grid, (_TILE,), (Xt, Zt, u, out, np.int32(b), np.int32(m), a, np.int32(_SPLIT_ROWS)))
+    split = ktu_split(b)
+    grid = ((m + _TILE - 1) // _TILE, (b + split - 1) // split)
+    fn(grid, (_TILE,), (Xt, Zt, u, out, np.int32(b), np.int32(m), a, np.int32(split)))
     return out

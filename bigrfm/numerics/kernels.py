@@ -39,6 +39,7 @@ __all__ = [
     "map_rows",
     "metric_token",
     "sq_distances",
+    "augment_centers",
 ]
 
 #: Relative distance below which the gradient weight is defined as 0 (ALGORITHM.md 1).
@@ -74,7 +75,27 @@ def _sq_norms(A: Any) -> Any:
     return xp.einsum("ij,ij->i", A, A)
 
 
-def sq_distances(Xt: Any, Zt: Any, zsq: Any = None) -> Any:
+def _shrink(dtype: Any) -> float:
+    return 1.0 - 16 * float(np.finfo(dtype).eps)
+
+
+def augment_centers(Zt: Any, zsq: Any = None) -> Any:
+    """The centers' side of :func:`sq_distances`' GEMM, [-2 z~, s |z~|^2, 1] (m, r + 2).
+
+    Build it once per block and pass it to every tile (``Za=``) instead of once per tile.
+    """
+    xp = array_module(Zt)
+    if zsq is None:
+        zsq = _sq_norms(Zt)
+    Za = xp.empty((Zt.shape[0], Zt.shape[1] + 2), dtype=Zt.dtype)  # (m, r + 2)
+    Za[:, :-2] = Zt
+    Za[:, :-2] *= -2.0
+    Za[:, -2] = zsq * _shrink(Zt.dtype)
+    Za[:, -1] = 1.0
+    return Za
+
+
+def sq_distances(Xt: Any, Zt: Any, zsq: Any = None, Za: Any = None) -> Any:
     """Squared distances |x~ - z~|^2 between mapped rows, shape (b, m), in Xt's dtype.
 
     Computed as |x|^2 + |z|^2 - 2 x.z by ONE GEMM on rows augmented with their
@@ -84,23 +105,18 @@ def sq_distances(Xt: Any, Zt: Any, zsq: Any = None) -> Any:
     pairs are duplicates as far as the arithmetic can tell, and a point
     against itself gets k = phi(0) and, for kernels singular at 0, a zero
     gradient weight, in float32 as in float64. Every other distance moves by
-    less than its own rounding error.
+    less than its own rounding error. ``Za``: :func:`augment_centers` of
+    (Zt, zsq), when the caller has it.
     """
     xp = array_module(Xt)
     dtype = Xt.dtype
-    shrink = 1.0 - 16 * float(np.finfo(dtype).eps)
-    if zsq is None:
-        zsq = _sq_norms(Zt)
-    b, m = Xt.shape[0], Zt.shape[0]
+    if Za is None:
+        Za = augment_centers(Zt.astype(dtype, copy=False), zsq)
+    b = Xt.shape[0]
     Xa = xp.empty((b, Xt.shape[1] + 2), dtype=dtype)  # (b, r + 2)
     Xa[:, :-2] = Xt
     Xa[:, -2] = 1.0
-    Xa[:, -1] = _sq_norms(Xt) * shrink
-    Za = xp.empty((m, Xt.shape[1] + 2), dtype=dtype)  # (m, r + 2)
-    Za[:, :-2] = Zt
-    Za[:, :-2] *= -2.0
-    Za[:, -2] = zsq * shrink
-    Za[:, -1] = 1.0
+    Xa[:, -1] = _sq_norms(Xt) * _shrink(dtype)
     D2 = Xa @ Za.T  # (b, m): the one GEMM
     xp.maximum(D2, 0.0, out=D2)
     return D2
@@ -141,11 +157,11 @@ class Kernel:
         return self.phi(xp.sqrt(D2))
 
     # -- blocks ----------------------------------------------------------------------
-    def block(self, Xt: Any, Zt: Any, zsq: Any = None) -> Any:
+    def block(self, Xt: Any, Zt: Any, zsq: Any = None, Za: Any = None) -> Any:
         """Kernel values K[i, j] = phi(|x~_i - z~_j|), shape (b, m), in the dtype of Xt."""
-        return self.phi_sq(sq_distances(Xt, Zt, zsq))
+        return self.phi_sq(sq_distances(Xt, Zt, zsq, Za))
 
-    def block_and_weights(self, Xt: Any, Zt: Any, zsq: Any = None) -> tuple[Any, Any]:
+    def block_and_weights(self, Xt: Any, Zt: Any, zsq: Any = None, Za: Any = None) -> tuple[Any, Any]:
         """Kernel values K and gradient weights W = phi'(R)/R, both (b, m).
 
         W is 0 where the distance is below ``1e-10 * bandwidth`` (duplicates, a
@@ -153,7 +169,7 @@ class Kernel:
         phi'(r)/r is singular at 0.
         """
         xp = array_module(Xt)
-        R = xp.sqrt(sq_distances(Xt, Zt, zsq))
+        R = xp.sqrt(sq_distances(Xt, Zt, zsq, Za))
         K = self.phi(R)
         if self.singular_at_zero:
             zero = R < ZERO_DISTANCE * self.bandwidth

@@ -44,6 +44,7 @@ __all__ = [
     "gram_rows",
     "kernel_matrix",
     "metric_factor",
+    "solve_triangular",
 ]
 
 #: Factorizations with fewer rows run on one BLAS thread (spinning threads on busy cores).
@@ -77,14 +78,23 @@ def blas_threads_for(n: int) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def cholesky(A: np.ndarray, *, lower: bool = False, overwrite_a: bool = False) -> np.ndarray:
-    """Cholesky factor of a symmetric positive definite float64 matrix.
+def cholesky(A: Any, *, lower: bool = False, overwrite_a: bool = False) -> Any:
+    """Cholesky factor of a symmetric positive definite float64 matrix (numpy, or CuPy on the GPU).
 
     Reads only the ``lower`` (or upper) triangle. With ``overwrite_a`` the factor takes
     A's memory (C or Fortran order): no second n x n array at the peak. Raises ``numpy.linalg.LinAlgError``
     when A is not numerically positive definite or holds non-finite values (checked on
-    the factor, not by a scan of A).
+    the factor, not by a scan of A). A CuPy matrix is factored on its device (cuSOLVER;
+    the whole matrix is read there, as it is symmetric).
     """
+    xp = array_module(A)
+    if xp is not np:
+        L = xp.linalg.cholesky(A)
+        if overwrite_a:
+            del A
+        if not bool(xp.isfinite(xp.trace(L))):
+            raise np.linalg.LinAlgError("non-finite values in the factor")
+        return L if lower else L.T.copy()
     with blas_threads_for(A.shape[0]):
         if A.flags.c_contiguous and not A.flags.f_contiguous:
             # LAPACK works in place only on Fortran order; A^T is A's memory in Fortran
@@ -98,11 +108,14 @@ def cholesky(A: np.ndarray, *, lower: bool = False, overwrite_a: bool = False) -
     return F
 
 
-def gram_rows(T: np.ndarray, *, panel_rows: int | None = None) -> np.ndarray:
+def gram_rows(T: Any, *, panel_rows: int | None = None) -> Any:
     """T T^T (m x m, float64): one GEMM, or row panels above :data:`THREADED_DENSE_MAX` rows.
 
-    ``panel_rows`` forces the panel path (tests use it on small matrices).
+    ``panel_rows`` forces the panel path (tests use it on small matrices). A CuPy T
+    is multiplied on its device in one GEMM.
     """
+    if array_module(T) is not np:
+        return T @ T.T
     m = T.shape[0]
     if panel_rows is None:
         if m <= THREADED_DENSE_MAX:
@@ -120,34 +133,56 @@ def gram_rows(T: np.ndarray, *, panel_rows: int | None = None) -> np.ndarray:
     return B
 
 
-def cholesky_solve(A: np.ndarray, B: np.ndarray, *, what: str, fix: str) -> np.ndarray:
+def solve_triangular(R: Any, b: Any, *, trans: str = "N", lower: bool = False) -> Any:
+    """op(R)^-1 b for a triangular R (numpy with the thread rule, or CuPy on its device)."""
+    if array_module(R) is not np:
+        from cupyx.scipy.linalg import solve_triangular as device_solve  # noqa: PLC0415
+
+        return device_solve(R, b, trans=trans, lower=lower)
+    # the factors are finite by construction and right-hand sides are checked by the
+    # callers, so scipy's per-call NaN scan (an O(m^2) pass each) is skipped
+    with blas_threads_for(R.shape[0]):
+        return scipy.linalg.solve_triangular(R, b, trans=trans, lower=lower, check_finite=False)
+
+
+def cholesky_solve(A: Any, B: Any, *, what: str, fix: str) -> Any:
     """Solve A X = B for a symmetric positive definite A by a float64 Cholesky factorization.
 
-    ``A`` is overwritten. A failed factorization or non-finite solution raises
-    SolverError naming ``what`` and the ``fix``, instead of returning NaNs.
+    ``A`` is overwritten (numpy); a CuPy A is solved on its device. A failed factorization
+    or non-finite solution raises SolverError naming ``what`` and the ``fix``, instead of
+    returning NaNs.
     """
+    xp = array_module(A)
     try:
         # thread limits for small and very large n: see the module docstring
         L = cholesky(A, lower=True, overwrite_a=True)
-        with blas_threads_for(A.shape[0]):
-            X = scipy.linalg.cho_solve((L, True), np.asarray(B, dtype=REDUCE_DTYPE), check_finite=False)
+        if xp is np:
+            with blas_threads_for(A.shape[0]):
+                X = scipy.linalg.cho_solve((L, True), np.asarray(B, dtype=REDUCE_DTYPE), check_finite=False)
+        else:
+            B = xp.asarray(B, dtype=REDUCE_DTYPE)
+            X = solve_triangular(L, solve_triangular(L, B, lower=True), trans="T", lower=True)
     except (np.linalg.LinAlgError, ValueError) as exc:
         raise SolverError(
             f"Cholesky factorization of {what} failed: {exc}. The system is not numerically "
             f"positive definite; {fix}."
         ) from None
-    if not np.all(np.isfinite(X)):
+    if not bool(xp.all(xp.isfinite(X))):
         raise SolverError(f"The solve of {what} produced non-finite values; {fix}, or check the data for extreme values.")
     return X
 
 
-def kernel_matrix(kernel: Kernel, M: np.ndarray, X: np.ndarray, Z: np.ndarray, block_rows: int = 4096) -> np.ndarray:
-    """K_M(X, Z) in float64, built block by block (n x m: the exact solver's one big array)."""
-    S = metric_factor(M)
-    Xt = apply_metric(np.asarray(X, dtype=REDUCE_DTYPE), S)
-    Zt = Xt if Z is X else apply_metric(np.asarray(Z, dtype=REDUCE_DTYPE), S)
-    zsq = np.einsum("ij,ij->i", Zt, Zt)
-    K = np.empty((Xt.shape[0], Zt.shape[0]), dtype=REDUCE_DTYPE)
+def kernel_matrix(kernel: Kernel, M: Any, X: Any, Z: Any, block_rows: int = 4096) -> Any:
+    """K_M(X, Z) in float64, built block by block (n x m: the exact solver's one big array).
+
+    On the array module of X (CuPy: built on its device; M may be a host array).
+    """
+    xp = array_module(X)
+    S = metric_factor(xp.asarray(M))
+    Xt = apply_metric(xp.asarray(X, dtype=REDUCE_DTYPE), S)
+    Zt = Xt if Z is X else apply_metric(xp.asarray(Z, dtype=REDUCE_DTYPE), S)
+    zsq = xp.einsum("ij,ij->i", Zt, Zt)
+    K = xp.empty((Xt.shape[0], Zt.shape[0]), dtype=REDUCE_DTYPE)
     for s in range(0, Xt.shape[0], block_rows):
         K[s : s + block_rows] = kernel.block(Xt[s : s + block_rows], Zt, zsq)
     return K

@@ -11,16 +11,18 @@ from typing import Any
 import numpy as np
 
 from ..model.predictors import KernelPredictor
+from ..numerics.backend import array_module, get_xp, to_numpy
 from ..numerics.kernels import Kernel
 from ..numerics.linalg import cholesky_solve, kernel_matrix
 
 __all__ = ["solve_exact", "ExactSolver"]
 
 
-def solve_exact(kernel: Kernel, M: np.ndarray, X: np.ndarray, Y: np.ndarray, reg: float) -> np.ndarray:
-    """Dual coefficients alpha (n x c) of kernel ridge regression with all rows as centers.
+def solve_exact(kernel: Kernel, M: np.ndarray, X: Any, Y: np.ndarray, reg: float) -> np.ndarray:
+    """Dual coefficients alpha (n x c, numpy) of kernel ridge regression with all rows as centers.
 
-    Solves (K_M(X, X) + reg I) alpha = Y with a float64 Cholesky factorization.
+    Solves (K_M(X, X) + reg I) alpha = Y with a float64 Cholesky factorization, on the
+    array module of X (a CuPy X is solved on its GPU).
 
     Raises
     ------
@@ -29,8 +31,10 @@ def solve_exact(kernel: Kernel, M: np.ndarray, X: np.ndarray, Y: np.ndarray, reg
         returning NaNs), with the fix: a larger ``reg``.
     """
     K = kernel_matrix(kernel, M, X, X)
-    K[np.diag_indices_from(K)] += reg
-    return cholesky_solve(K, Y, what=f"K + reg*I (n={X.shape[0]}, reg={reg:g})", fix="increase reg (e.g. by 10x) or use solver='nystrom'")
+    diag = array_module(K).arange(K.shape[0])
+    K[diag, diag] += reg
+    alpha = cholesky_solve(K, Y, what=f"K + reg*I (n={X.shape[0]}, reg={reg:g})", fix="increase reg (e.g. by 10x) or use solver='nystrom'")
+    return to_numpy(alpha)
 
 
 class ExactSolver:
@@ -49,5 +53,7 @@ class ExactSolver:
 
     def fit(self, kernel: Kernel, M: np.ndarray, ctx: Any, warm: Any) -> tuple[KernelPredictor, dict, None]:
         """See :class:`bigrfm.model.rfm.Solver`."""
-        alpha = solve_exact(kernel, M, ctx.centers, ctx.center_targets, self.reg)
+        # on a GPU the n x n matrix is built and factored on the device (float64)
+        X = get_xp(ctx.device).asarray(ctx.centers)
+        alpha = solve_exact(kernel, M, X, ctx.center_targets, self.reg)
         return KernelPredictor(kernel, np.array(M), ctx.centers, alpha), {}, None

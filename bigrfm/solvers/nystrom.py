@@ -21,14 +21,13 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 
 from ..exceptions import SolverError
 from ..model.predictors import KernelPredictor
 from ..numerics import linalg
-from ..numerics.backend import REDUCE_DTYPE, array_module, jitter, on_device, row_tiles, to_numpy
+from ..numerics.backend import REDUCE_DTYPE, array_module, get_xp, jitter, on_device, row_tiles, to_numpy
 from ..numerics.cuda_kernels import fused_ktu, fused_kv, fused_supported
-from ..numerics.kernels import Kernel, map_rows
+from ..numerics.kernels import Kernel, augment_centers, map_rows
 from ..numerics.linalg import kernel_matrix
 from .cg import cg
 
@@ -60,8 +59,9 @@ def gram_matvec_block(
         if with_rhs:
             out["KtY"] = to_numpy(fused_ktu(kernel, Xt, Zt, Y))
         return out
-    for t in row_tiles(X.shape[0], m, X.dtype.itemsize):
-        K = kernel.block(Xt[t], Zt, zsq)  # (tile, m)
+    Za = augment_centers(Zt, zsq)  # once per block, not per tile
+    for t in row_tiles(X.shape[0], m, X.dtype.itemsize, xp=xp):
+        K = kernel.block(Xt[t], Zt, zsq, Za)  # (tile, m)
         if v is not None:
             part = (K.T @ (K @ v)).astype(REDUCE_DTYPE)
             KtKv = part if KtKv is None else KtKv + part
@@ -78,28 +78,32 @@ def gram_matvec_block(
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class FalkonPreconditioner:
-    """The two triangular factors of Falkon's preconditioner (float64).
+    """The two triangular factors of Falkon's preconditioner (float64, numpy or CuPy).
 
     ``apply(beta) = T^-1 A^-1 beta`` maps CG coordinates to alpha;
-    ``apply_t(u) = A^-T T^-T u`` is its transpose.
+    ``apply_t(u) = A^-T T^-T u`` is its transpose. Built from a CuPy K_mm the
+    factors stay on the GPU and every triangular solve of CG runs there: no
+    m x m work returns to the host.
     """
 
-    T: np.ndarray  # (m, m) upper, K_mm + jitter = T^T T
-    A: np.ndarray  # (m, m) upper, T T^T / m + lambda I = A^T A
+    T: Any  # (m, m) upper, K_mm + jitter = T^T T
+    A: Any  # (m, m) upper, T T^T / m + lambda I = A^T A
     lam: float
 
     @classmethod
-    def build(cls, Kmm: np.ndarray, lam: float, dtype: str, *, overwrite_k: bool = False) -> "FalkonPreconditioner":
+    def build(cls, Kmm: Any, lam: float, dtype: str, *, overwrite_k: bool = False) -> "FalkonPreconditioner":
         """Factor K_mm (float64, m x m; overwritten when ``overwrite_k``: one m x m array less at peak)."""
+        xp = array_module(Kmm)
         m = Kmm.shape[0]
-        K = np.asarray(Kmm, dtype=REDUCE_DTYPE) if overwrite_k else np.array(Kmm, dtype=REDUCE_DTYPE)
-        K[np.diag_indices(m)] += jitter(K, dtype)
+        K = xp.asarray(Kmm, dtype=REDUCE_DTYPE) if overwrite_k else xp.array(Kmm, dtype=REDUCE_DTYPE)
+        diag = xp.arange(m)
+        K[diag, diag] += jitter(K, dtype)
         try:
             T = linalg.cholesky(K, lower=False, overwrite_a=True)
             del K
             B = linalg.gram_rows(T)  # T T^T; dsyrk would halve the flops but crashes at m=16,000 (linalg.py)
             B /= m
-            B[np.diag_indices(m)] += lam
+            B[diag, diag] += lam
             A = linalg.cholesky(B, lower=False, overwrite_a=True)
         except np.linalg.LinAlgError as exc:
             raise SolverError(
@@ -109,11 +113,8 @@ class FalkonPreconditioner:
             ) from None
         return cls(T, A, lam)
 
-    def _solve(self, R: np.ndarray, b: np.ndarray, trans: str = "N") -> np.ndarray:
-        # the factors are finite by construction and CG vectors are checked by the
-        # caller, so scipy's per-call NaN scan (an O(m^2) pass each) is skipped
-        with linalg.blas_threads_for(R.shape[0]):
-            return scipy.linalg.solve_triangular(R, b, trans=trans, lower=False, check_finite=False)
+    def _solve(self, R: Any, b: Any, trans: str = "N") -> Any:
+        return linalg.solve_triangular(R, b, trans=trans, lower=False)
 
     def apply(self, beta: np.ndarray) -> np.ndarray:
         return self._solve(self.T, self._solve(self.A, beta))
@@ -135,8 +136,11 @@ class FalkonPreconditioner:
         KtKv = gram(self._solve(self.T, w))
         return self._solve(self.A, self._solve(self.T, KtKv / n, "T") + self.lam * w, "T")
 
-    def to_beta(self, alpha: np.ndarray) -> np.ndarray:
+    def to_beta(self, alpha: Any) -> Any:
         """Inverse of :meth:`apply` (beta = A T alpha), for warm starts."""
+        alpha = array_module(self.T).asarray(alpha)
+        if array_module(self.T) is not np:
+            return self.A @ (self.T @ alpha)
         with linalg.blas_threads_for(self.T.shape[0]):
             return self.A @ (self.T @ alpha)
 
@@ -173,16 +177,17 @@ class _ValidationStop:
     the training rows for the CG iteration itself.
     """
 
-    def __init__(self, kernel: Kernel, M: np.ndarray, ctx: Any, pre: "FalkonPreconditioner") -> None:
-        Xv = ctx.X_val[:VAL_ROWS]
-        self.Kv = kernel_matrix(kernel, M, Xv, ctx.centers).astype(ctx.dtype)  # (v, m)
-        self.Yv = np.asarray(ctx.Y_val[:VAL_ROWS], dtype=np.float64)
+    def __init__(self, kernel: Kernel, M: np.ndarray, ctx: Any, pre: "FalkonPreconditioner", Z: Any) -> None:
+        xp = array_module(Z)  # where the factors live: the validation products run there too
+        Xv = xp.asarray(ctx.X_val[:VAL_ROWS])
+        self.Kv = kernel_matrix(kernel, M, Xv, Z).astype(ctx.dtype)  # (v, m)
+        self.Yv = xp.asarray(ctx.Y_val[:VAL_ROWS], dtype=np.float64)
         self.pre = pre
         self.mse: list[float] = []
 
-    def __call__(self, k: int, beta: np.ndarray, rel: np.ndarray) -> bool:
+    def __call__(self, k: int, beta: Any, rel: np.ndarray) -> bool:
         alpha = self.pre.apply(beta).astype(self.Kv.dtype)
-        self.mse.append(float(np.mean((self.Kv @ alpha - self.Yv) ** 2)))
+        self.mse.append(float(((self.Kv @ alpha - self.Yv) ** 2).mean()))
         if k <= VAL_WINDOW:
             return False
         before, now = min(self.mse[: -VAL_WINDOW]), min(self.mse)
@@ -223,7 +228,11 @@ class NystromSolver:
         Z = ctx.centers
         lam = self.reg / n
         tol = default_cg_tol(ctx.dtype) if self.tol is None else self.tol
-        pre = FalkonPreconditioner.build(kernel_matrix(kernel, M, Z, Z), lam, ctx.dtype, overwrite_k=True)
+        # the factors, CG's vectors and the validation products live where the blocks are
+        # computed: on a GPU nothing m x m comes back to the host
+        xp = get_xp(ctx.device)
+        Zx = xp.asarray(Z)
+        pre = FalkonPreconditioner.build(kernel_matrix(kernel, M, Zx, Zx), lam, ctx.dtype, overwrite_k=True)
         bc = KernelPredictor(kernel, M, Z, np.zeros((Z.shape[0], 1))).broadcast(np, ctx.dtype)
         bc = {k: bc[k] for k in ("kernel", "S", "Zt", "zsq", "metric_token")}
         passes = 0
@@ -240,25 +249,28 @@ class NystromSolver:
                 progress=ctx.progress,
             )
 
-        def operator(beta: np.ndarray) -> np.ndarray:
-            return pre.operator(beta, lambda u: data_pass(u)["KtKv"], n)
+        def gram(u: Any) -> Any:
+            return xp.asarray(data_pass(to_numpy(u))["KtKv"])
+
+        def operator(beta: Any) -> Any:
+            return pre.operator(beta, gram, n)
 
         # Warm start: the previous iteration's alpha, in this iteration's CG coordinates.
         beta0 = None if warm is None else pre.to_beta(warm)
-        first = data_pass(None if warm is None else pre.apply(beta0), with_rhs=True)
-        B = pre.apply_t(first["KtY"] / n)  # (m, c)
+        first = data_pass(None if warm is None else to_numpy(pre.apply(beta0)), with_rhs=True)
+        B = pre.apply_t(xp.asarray(first["KtY"]) / n)  # (m, c)
         R0 = None
         if beta0 is not None:
             # the warm start's residual comes from the same pass as the rhs: the pass ran at
             # u = apply(beta0), the vector the operator would send to the data
-            R0 = B - pre.operator(beta0, lambda _u: first["KtKv"], n)
+            R0 = B - pre.operator(beta0, lambda _u: xp.asarray(first["KtKv"]), n)
         # tol=0 asks for every iteration up to maxiter: no stall or validation rule either
         stall = None if tol == 0 else self.stall_iters
         watch = None
         if self.val_stop and tol > 0 and ctx.X_val is not None and ctx.X_val.shape[0] > 0:
-            watch = _ValidationStop(kernel, M, ctx, pre)
+            watch = _ValidationStop(kernel, M, ctx, pre, Zx)
         res = cg(operator, B, x0=beta0, r0=R0, tol=tol, maxiter=self.maxiter, stall_iters=stall, callback=watch)
-        alpha = pre.apply(res.x)
+        alpha = to_numpy(pre.apply(res.x))
         if not np.all(np.isfinite(alpha)):
             raise SolverError("Nystrom CG produced non-finite coefficients; increase reg or check the data.")
         stop = "validation" if res.status == "stopped" else res.status
