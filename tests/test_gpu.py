@@ -96,3 +96,66 @@ def test_patch_features_on_cupy_blocks_match_numpy():
     got = pf.transform(cp.asarray(X))
     assert isinstance(got, cp.ndarray) and got.dtype == np.float32
     np.testing.assert_allclose(cp.asnumpy(got), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+@needs_gpu
+def test_falkon_factors_and_exact_solver_on_the_device_match_numpy():
+    from bigrfm.numerics.linalg import cholesky_solve, kernel_matrix
+    from bigrfm.solvers.nystrom import FalkonPreconditioner
+
+    X, Z, M, alpha, _ = problem(9, m=400)
+    K = kernel_matrix(LaplaceKernel(4.0), M, Z, Z)
+    Kg = kernel_matrix(LaplaceKernel(4.0), M, cp.asarray(Z), cp.asarray(Z))
+    assert isinstance(Kg, cp.ndarray)
+    np.testing.assert_allclose(cp.asnumpy(Kg), K, rtol=1e-12, atol=1e-12)
+    ref = FalkonPreconditioner.build(K, 1e-6, "float32")
+    got = FalkonPreconditioner.build(Kg, 1e-6, "float32")
+    assert isinstance(got.T, cp.ndarray) and isinstance(got.A, cp.ndarray)
+    beta = np.random.default_rng(0).normal(size=(400, 2))
+    for fn in ("apply", "apply_t"):
+        np.testing.assert_allclose(cp.asnumpy(getattr(got, fn)(cp.asarray(beta))), getattr(ref, fn)(beta), rtol=1e-8, atol=1e-10)
+    A = K + 1e-3 * np.eye(400)
+    np.testing.assert_allclose(cp.asnumpy(cholesky_solve(cp.asarray(A), beta, what="t", fix="t")),
+                               cholesky_solve(A.copy(), beta, what="t", fix="t"), rtol=1e-8, atol=1e-10)
+
+
+@needs_gpu
+def test_fused_kernels_accept_empty_blocks():
+    from bigrfm.numerics.cuda_kernels import fused_ktu, fused_kv
+
+    Xt, Zt = cp.zeros((0, 9), cp.float32), cp.ones((50, 9), cp.float32)
+    assert fused_kv(LaplaceKernel(1.0), Xt, Zt, cp.ones((50, 2), cp.float32)).shape == (0, 2)
+    assert float(abs(fused_ktu(LaplaceKernel(1.0), Xt, Zt, cp.ones((0, 2), cp.float32))).sum()) == 0.0
+
+
+@needs_gpu
+def test_pinned_copies_and_resident_blocks_give_the_same_fit_on_two_threads():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(20000, 6))
+    y = np.sin(X[:, 0]) * X[:, 1]
+    kw = dict(iters=1, solver="nystrom", n_centers=1000, dtype="float32", random_state=0, block_rows=2500)
+    a = RFMRegressor(device="cuda", **kw).fit(X, y)
+    b = RFMRegressor(device="cuda", n_workers=1, **kw).fit(X, y)  # the same on one GPU, other thread layout
+    np.testing.assert_allclose(a.predict(X[:500]), b.predict(X[:500]), rtol=1e-4, atol=1e-4)
+
+
+@needs_gpu
+def test_cli_predicts_a_cpu_fitted_model_on_the_gpu(tmp_path):
+    import zarr
+    from click.testing import CliRunner
+
+    from bigrfm.io.convert import create_dataset
+    from bigrfm_cli.main import cli
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(3000, 5)).astype(np.float32)
+    y = X[:, 0] * X[:, 1]
+    with create_dataset(tmp_path / "d.zarr", 5) as w:
+        w.append(X, y)
+    model = RFMRegressor(iters=1, dtype="float32", random_state=0).fit(X, y)
+    model.save(tmp_path / "m")
+    r = CliRunner().invoke(cli, ["predict", str(tmp_path / "m"), str(tmp_path / "d.zarr"), "--out", str(tmp_path / "p.zarr"),
+                                 "--device", "cuda", "--scheduler", "threads"])
+    assert r.exit_code == 0, r.output
+    got = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")["y_pred"][:]
+    np.testing.assert_allclose(got, model.predict(X), rtol=1e-3, atol=1e-3)
