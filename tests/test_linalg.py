@@ -55,3 +55,30 @@ def test_cholesky_overwrite_works_in_place_in_both_orders(order, lower):
     F = linalg.cholesky(A, lower=lower, overwrite_a=True)
     assert np.shares_memory(F, A)
     np.testing.assert_allclose(F, ref if lower else ref.T, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n, block, panel", [(300, 64, 100), (257, 64, 64), (64, 64, 64), (5, 2, 3)])
+def test_blocked_cholesky_matches_lapack(n, block, panel):
+    K = spd(n, seed=n)
+    ref = np.linalg.cholesky(K).T  # upper
+    U = linalg.blocked_cholesky(K.copy(), block=block, panel=panel)
+    np.testing.assert_allclose(U, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+    assert np.all(np.tril(U, -1) == 0)
+
+
+def test_large_factorizations_take_the_blocked_path(monkeypatch):
+    monkeypatch.setattr(linalg, "THREADED_DENSE_MAX", 100)
+    monkeypatch.setattr(linalg, "BLOCK_ROWS", 48)
+    K = spd(240, seed=3)
+    ref = np.linalg.cholesky(K)
+    for lower in (False, True):
+        F = linalg.cholesky(K.copy(), lower=lower, overwrite_a=True)
+        np.testing.assert_allclose(F, ref if lower else ref.T, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+    with pytest.raises(np.linalg.LinAlgError):
+        linalg.cholesky(-np.eye(240), overwrite_a=True)
+
+
+@pytest.mark.parametrize("panel", [7, 50, 128])
+def test_gram_rows_of_an_upper_factor_uses_only_its_triangle(panel):
+    T = np.triu(np.random.default_rng(4).normal(size=(130, 130)))
+    np.testing.assert_allclose(linalg.gram_rows(T, panel_rows=panel, upper=True), T @ T.T, rtol=1e-12, atol=1e-10)

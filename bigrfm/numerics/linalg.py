@@ -12,9 +12,11 @@ and scipy wheels bundle) on the project's 2-core VM shape this module:
   17,000, ``T @ T.T`` at 16,000 and ``dsyrk`` at 16,000 did, while n = 15,000
   ran (Cholesky 16 s, GEMM 31 s) and n = 16,000 on one thread ran (34 s). It is
   OpenBLAS's threaded code path (see OpenMathLib/OpenBLAS issues 2562, 2821),
-  not bigrfm's. Above :data:`THREADED_DENSE_MAX` rows the Cholesky runs on one
-  BLAS thread and ``T T^T`` is assembled from row panels of at most
-  :data:`PANEL_ROWS` rows, each product a threaded GEMM of moderate size.
+  not bigrfm's. Above :data:`THREADED_DENSE_MAX` rows the Cholesky factorization
+  is blocked (:func:`blocked_cholesky`: LAPACK on 1,024-row diagonal blocks,
+  threaded triangular solves and GEMMs on row panels of at most
+  :data:`PANEL_ROWS` rows) and ``T T^T`` is assembled from row panels; every
+  BLAS call stays far below the crashing size and uses every thread.
 
 A solver that dies with SIGSEGV loses the whole fit (and a Dask worker), so the
 slower safe path is taken whenever the size is in the crashing range.
@@ -38,6 +40,7 @@ __all__ = [
     "THREADED_DENSE_MAX",
     "PANEL_ROWS",
     "blas_threads_for",
+    "blocked_cholesky",
     "one_blas_thread",
     "cholesky",
     "cholesky_solve",
@@ -51,8 +54,10 @@ __all__ = [
 SMALL_DENSE = 3000
 #: Largest n for which n x n factorizations and products run with threaded BLAS.
 THREADED_DENSE_MAX = 15_000
-#: Rows of one panel of :func:`gram_rows` above THREADED_DENSE_MAX.
+#: Rows of one panel of :func:`gram_rows` and of :func:`blocked_cholesky`'s trailing updates.
 PANEL_ROWS = 4096
+#: Rows of a diagonal block of :func:`blocked_cholesky`.
+BLOCK_ROWS = 1024
 
 
 _CONTROLLER: ThreadpoolController | None = None
@@ -95,7 +100,14 @@ def cholesky(A: Any, *, lower: bool = False, overwrite_a: bool = False) -> Any:
         if not bool(xp.isfinite(xp.trace(L))):
             raise np.linalg.LinAlgError("non-finite values in the factor")
         return L if lower else L.T.copy()
-    with blas_threads_for(A.shape[0]):
+    n = A.shape[0]
+    if n > THREADED_DENSE_MAX and A.flags.c_contiguous and overwrite_a:
+        # blocked, from threaded BLAS calls of bounded size (see blocked_cholesky)
+        U = blocked_cholesky(A, block=BLOCK_ROWS, panel=PANEL_ROWS)
+        if not np.isfinite(np.trace(U)):
+            raise np.linalg.LinAlgError("non-finite values in the factor")
+        return U.T if lower else U
+    with blas_threads_for(n):
         if A.flags.c_contiguous and not A.flags.f_contiguous:
             # LAPACK works in place only on Fortran order; A^T is A's memory in Fortran
             # order, its `not lower` triangle is A's `lower` triangle, and the factor
@@ -108,29 +120,65 @@ def cholesky(A: Any, *, lower: bool = False, overwrite_a: bool = False) -> Any:
     return F
 
 
-def gram_rows(T: Any, *, panel_rows: int | None = None) -> Any:
+def gram_rows(T: Any, *, panel_rows: int | None = None, upper: bool = False) -> Any:
     """T T^T (m x m, float64): one GEMM, or row panels above :data:`THREADED_DENSE_MAX` rows.
 
-    ``panel_rows`` forces the panel path (tests use it on small matrices). A CuPy T
-    is multiplied on its device in one GEMM.
+    ``upper``: T is upper triangular (a Cholesky factor). Then row panels are used
+    from :data:`SMALL_DENSE` rows on, each block product only over the columns where
+    both panels can be non-zero, and only one triangle of blocks is multiplied:
+    about m^3/3 flops instead of a full GEMM's 2 m^3. ``panel_rows`` forces the panel
+    path (tests use it on small matrices). A CuPy T is multiplied on its device in one GEMM.
     """
     if array_module(T) is not np:
         return T @ T.T
     m = T.shape[0]
     if panel_rows is None:
-        if m <= THREADED_DENSE_MAX:
+        if m <= (SMALL_DENSE if upper else THREADED_DENSE_MAX):
             return T @ T.T
         panel_rows = PANEL_ROWS
     starts = range(0, m, panel_rows)
-    panels = [np.ascontiguousarray(T[s : s + panel_rows]) for s in starts]
+    panels = [np.ascontiguousarray(T[s : s + panel_rows]) for s in starts]  # views when T is C-ordered
     B = np.empty((m, m), dtype=np.result_type(T.dtype, np.float64))
     for i, (si, Pi) in enumerate(zip(starts, panels)):
         for sj, Pj in zip(starts[i:], panels[i:]):
-            blk = Pi @ Pj.T
+            k0 = sj if upper else 0  # an upper T's rows sj.. are zero left of column sj
+            blk = Pi[:, k0:] @ Pj[:, k0:].T
             B[si : si + Pi.shape[0], sj : sj + Pj.shape[0]] = blk
             if sj != si:
                 B[sj : sj + Pj.shape[0], si : si + Pi.shape[0]] = blk.T
     return B
+
+
+def blocked_cholesky(A: np.ndarray, *, block: int = BLOCK_ROWS, panel: int = PANEL_ROWS) -> np.ndarray:
+    """The upper Cholesky factor U of a symmetric positive definite C-ordered float64 A = U^T U, in place.
+
+    Right-looking and blocked: each diagonal block of ``block`` rows is factored by
+    LAPACK, the block row to its right by one triangular solve, and the trailing
+    matrix updated in row panels of ``panel`` rows by GEMMs. Every BLAS call then
+    works on well under 2 GB, so the calls can use every thread (OpenBLAS 0.3.31's
+    threaded Cholesky crashes on the whole matrix from 16,000 rows on, see the
+    module docstring). Reads the upper triangle of A (callers pass symmetric
+    matrices); the strictly lower triangle of the result is zero. Raises
+    ``numpy.linalg.LinAlgError`` when A is not numerically positive definite.
+    """
+    n = A.shape[0]
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        U_kk = scipy.linalg.cholesky(A[s:e, s:e], lower=False, check_finite=False)  # (nb, nb), a copy
+        A[s:e, s:e] = U_kk
+        if e == n:
+            break
+        R = A[s:e, e:]  # (nb, n - e): becomes U's block row
+        R[...] = scipy.linalg.solve_triangular(U_kk, R, trans="T", lower=False, check_finite=False)
+        for r0 in range(e, n, panel):
+            r1 = min(r0 + panel, n)
+            # the Schur complement's rows r0..r1, from column r0 on (its upper part and a little more)
+            A[r0:r1, r0:] -= R[:, r0 - e : r1 - e].T @ R[:, r0 - e :]
+    for r0 in range(0, n, panel):  # zero the strictly lower triangle, one row panel at a time
+        r1 = min(r0 + panel, n)
+        A[r0:r1, :r0] = 0.0
+        A[r0:r1, r0:r1] = np.triu(A[r0:r1, r0:r1])
+    return A
 
 
 def solve_triangular(R: Any, b: Any, *, trans: str = "N", lower: bool = False) -> Any:

@@ -101,7 +101,7 @@ class FalkonPreconditioner:
         try:
             T = linalg.cholesky(K, lower=False, overwrite_a=True)
             del K
-            B = linalg.gram_rows(T)  # T T^T; dsyrk would halve the flops but crashes at m=16,000 (linalg.py)
+            B = linalg.gram_rows(T, upper=True)  # T T^T from the triangle only (dsyrk crashes at m=16,000)
             B /= m
             B[diag, diag] += lam
             A = linalg.cholesky(B, lower=False, overwrite_a=True)
