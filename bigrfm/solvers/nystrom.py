@@ -17,6 +17,7 @@ the residual of a warm start) come from one pass of their own.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -138,10 +139,9 @@ class FalkonPreconditioner:
 
     def to_beta(self, alpha: Any) -> Any:
         """Inverse of :meth:`apply` (beta = A T alpha), for warm starts."""
-        alpha = array_module(self.T).asarray(alpha)
-        if array_module(self.T) is not np:
-            return self.A @ (self.T @ alpha)
-        with linalg.blas_threads_for(self.T.shape[0]):
+        xp = array_module(self.T)
+        alpha = xp.asarray(alpha)
+        with linalg.blas_threads_for(self.T.shape[0]) if xp is np else contextlib.nullcontext():
             return self.A @ (self.T @ alpha)
 
 
@@ -150,8 +150,8 @@ class FalkonPreconditioner:
 #: (200k rows, 8,000 centers, float32) and diamonds (8,000 centers, float64): the
 #: validation RMSE of the CG iterates stops moving (within 0.05%) once the residual is
 #: below about 1e-1 and 2e-3 respectively (benchmarks/RESULTS.md, "bench_cg"); float32
-#: blocks reach a floor near 2e-4, so a tighter float32 tolerance is never met.
-DEFAULT_TOL = {"float32": 1e-3, "float64": 1e-3}
+#: blocks reach a floor near 2e-4, so a much tighter float32 tolerance is never met.
+DEFAULT_TOL = 1e-3
 #: CG iterations without halving the best residual after which a solve counts as stalled.
 DEFAULT_STALL_ITERS = 5
 #: Validation rows that score the CG iterates (the first ones of the seeded validation split).
@@ -161,11 +161,6 @@ VAL_ROWS = 2048
 #: and the passes after that point fit nothing the validation rows can see.
 VAL_RTOL = 1e-3
 VAL_WINDOW = 2
-
-
-def default_cg_tol(dtype: str) -> float:
-    """The CG tolerance used when none is given, for blocks of ``dtype``."""
-    return DEFAULT_TOL[str(dtype)]
 
 
 class _ValidationStop:
@@ -203,8 +198,8 @@ class NystromSolver:
         Ridge term of the objective (lambda = reg / n in Falkon's scaling).
     tol : float or None
         CG stops when every output's residual, relative to the right-hand side,
-        is below ``tol`` (also after a warm start). None: :func:`default_cg_tol`
-        of the block dtype; 0 runs every solve to ``maxiter`` (no stall rule either).
+        is below ``tol`` (also after a warm start). None: :data:`DEFAULT_TOL`; 0 runs
+        every solve to ``maxiter`` (no stall or validation rule either).
     maxiter : int
         Most CG iterations (= passes over the data) per solve.
     stall_iters : int or None
@@ -227,7 +222,7 @@ class NystromSolver:
         n = ctx.n_train
         Z = ctx.centers
         lam = self.reg / n
-        tol = default_cg_tol(ctx.dtype) if self.tol is None else self.tol
+        tol = DEFAULT_TOL if self.tol is None else self.tol
         # the factors, CG's vectors and the validation products live where the blocks are
         # computed: on a GPU nothing m x m comes back to the host
         xp = get_xp(ctx.device)
