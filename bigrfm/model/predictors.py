@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..numerics import fused_cpu
 from ..numerics.agop import kernel_agop_block
 from ..numerics.backend import REDUCE_DTYPE, array_module, on_device, row_tiles, to_device, to_numpy
 from ..numerics.cuda_kernels import fused_kv, fused_supported
@@ -41,6 +42,8 @@ def kernel_predict_block(
     xp = array_module(X)
     S, Zt, zsq, alpha = (on_device(a, X) for a in (S, Zt, zsq, alpha))
     Xt = map_rows(X, S, metric_token)
+    if fused_cpu.applies(X):
+        return fused_cpu.kv(Xt, Zt, alpha, **fused_cpu.params_of(kernel))
     if fused_supported(kernel, X, Xt.shape[1], alpha.shape[1]):
         return fused_kv(kernel, Xt, Zt, alpha)
     out = xp.empty((X.shape[0], alpha.shape[1]), dtype=X.dtype)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import fused_cpu
 from .backend import REDUCE_DTYPE, array_module, on_device, row_tiles, to_numpy
 from .kernels import Kernel, augment_centers, map_rows
 
@@ -94,9 +95,15 @@ def kernel_agop_block(
     hsum = xp.zeros((c, d), dtype=REDUCE_DTYPE)
     # Row tiles bound the (tile, m) kernel weights; one output at a time keeps
     # the other temporaries at (m, d) and (tile, d) instead of (m, c*d).
-    Za = augment_centers(Zt, zsq)  # once per block, not per tile
-    for t in row_tiles(X.shape[0], Z.shape[0], X.dtype.itemsize, xp=xp):
-        _, W = kernel.block_and_weights(Xt[t], Zt, zsq, Za)  # (tile, m)
+    fused = fused_cpu.applies(X)
+    Za = None if fused else augment_centers(Zt, zsq)  # once per block, not per tile
+    tiles = row_tiles(X.shape[0], Z.shape[0], X.dtype.itemsize, xp=xp)
+    Wbuf = np.empty((tiles[0].stop - tiles[0].start, Z.shape[0]), X.dtype) if fused and tiles else None  # (tile, m)
+    for t in tiles:
+        if fused:  # the weights in one compiled sweep; the products below stay BLAS
+            W = fused_cpu.gradient_weights(Xt[t], Zt, out=Wbuf[: t.stop - t.start], **fused_cpu.params_of(kernel))
+        else:
+            _, W = kernel.block_and_weights(Xt[t], Zt, zsq, Za)  # (tile, m)
         Wa = W @ alpha  # (tile, c)
         for k in range(c):
             H = Wa[:, k : k + 1] * X[t] - W @ (alpha[:, k : k + 1] * Z)  # (tile, d)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..exceptions import SolverError
 from ..model.predictors import KernelPredictor
-from ..numerics import linalg
+from ..numerics import fused_cpu, linalg
 from ..numerics.backend import REDUCE_DTYPE, array_module, get_xp, jitter, on_device, row_tiles, to_numpy
 from ..numerics.cuda_kernels import fused_ktu, fused_kv, fused_supported
 from ..numerics.kernels import Kernel, augment_centers, map_rows
@@ -52,6 +52,10 @@ def gram_matvec_block(
     if with_rhs:
         Y = xp.asarray(Y, dtype=X.dtype)
     c = (v if v is not None else Y).shape[1]
+    if fused_cpu.applies(X):
+        # CPU: distances, kernel values and both products tile by tile in cache (fused_cpu.py)
+        KtKv, KtY = fused_cpu.gram_matvec(Xt, Zt, v, Y if with_rhs else None, **fused_cpu.params_of(kernel))
+        return {**({"KtKv": KtKv} if v is not None else {}), **({"KtY": KtY} if with_rhs else {})}
     if fused_supported(kernel, X, Xt.shape[1], c):
         # GPU: both products in fused kernels, K never materialized (cuda_kernels.py)
         out = {}
