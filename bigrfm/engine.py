@@ -23,8 +23,17 @@ Backends, chosen by ``ExecConfig.scheduler``:
 
 Memory is bounded: at most ``max_in_flight`` blocks per worker thread are
 submitted or waiting to be reduced at any time. On Dask backends the
-broadcast values (centers, alpha, M...) are scattered once per pass, tasks are
-retried ``retries`` times, and a lost worker's blocks are recomputed elsewhere.
+broadcast values (centers, alpha, M...) are scattered once per pass, an
+in-memory dataset once per engine (that is, once per fit), and a lost
+worker's blocks are recomputed elsewhere.
+
+Faults end a pass with one :class:`~bigrfm.exceptions.BigRFMError` naming the
+block: an error of bigrfm's own in a block (bad data, an unreadable chunk) is
+returned at once, never retried; other errors are retried ``retries`` times;
+a block whose workers keep dying (Dask's ``KilledWorker``) is reported with its
+rows, the likely cause (memory) and the settings to change; a cluster without
+any worker for ``worker_timeout`` seconds fails the pass rather than waiting
+for ever.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -70,6 +80,9 @@ def _malloc_env(block_bytes: int) -> dict[str, str]:
     return {"MALLOC_MMAP_THRESHOLD_": str(mmap), "MALLOC_TRIM_THRESHOLD_": str(2 * mmap)}
 
 _REMOTE_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
+
+#: In-memory datasets an engine keeps scattered on its workers (least recently used dropped first).
+_SCATTERED_DATASETS = 4
 
 
 def add_tree(a: Any, b: Any) -> Any:
@@ -130,14 +143,41 @@ def _run_block(names: tuple[str, ...], with_range: bool, start: int, stop: int, 
         raise
 
 
-def _run_block_remote(*args: Any) -> Any:
+def _run_block_remote(names: tuple[str, ...], with_range: bool, start: int, stop: int, shared: tuple,
+                      dataset: Any = None) -> Any:
     """``_run_block`` on a Dask worker: bigrfm errors (bad data, deterministic) are
     returned to the client rather than retried ``retries`` times; anything else
-    (a flaky read, a lost connection) raises and is retried by Dask."""
+    (a flaky read, a lost connection) raises and is retried by Dask.
+
+    ``dataset``, when given, replaces the dataset slot of ``shared``: an in-memory
+    dataset scattered once per engine rather than inside every pass's bundle.
+    """
+    if dataset is not None:
+        shared = (shared[0], dataset, *shared[2:])
     try:
-        return _run_block(*args)
+        return _run_block(names, with_range, start, stop, shared)
     except BigRFMError as exc:
         return _RaisedInBlock(exc)
+
+
+def _is_description(dataset: Any) -> bool:
+    """Whether a dataset pickles to a few bytes (a store path and names) rather than holding its rows."""
+    return getattr(dataset, "path", None) is not None
+
+
+def _killed_worker_error(exc: BaseException, block: tuple[int, int], dataset: Any, config: ExecConfig) -> ClusterError:
+    start, stop = block
+    where = getattr(dataset, "path", None)
+    what = f"{getattr(dataset, 'x_name', 'X')!r} in {where}" if where else "the in-memory data"
+    deaths = getattr(exc, "allowed_failures", None)
+    times = f"{deaths + 1} times" if isinstance(deaths, int) else "again and again"
+    limit = config.memory_limit if config.memory_limit not in (None, "auto") else "auto: the machine's memory / workers"
+    return ClusterError(
+        f"The block of rows [{start}, {stop}) of {what} killed its Dask worker {times} (KilledWorker). "
+        f"The likely cause is memory: a worker that outgrows its memory limit ({limit}) or the machine's is "
+        f"killed. Use smaller blocks (--block-rows / block_rows, now {stop - start}), give each worker more "
+        "memory (--memory-limit), or run fewer workers per machine (--workers)."
+    )
 
 
 class Engine:
@@ -185,6 +225,8 @@ class Engine:
         self._pool: cf.ThreadPoolExecutor | None = None
         self._cluster: Any = None
         self._client: Any = None
+        # id(dataset) -> (dataset, its future on the workers); the dataset is held so its id stays unique
+        self._scattered: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
 
     @property
     def kind(self) -> str:
@@ -222,6 +264,7 @@ class Engine:
         with self._lock:
             pool, client, cluster = self._pool, self._client, self._cluster
             self._pool = self._client = self._cluster = None
+            self._scattered.clear()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         if client is not None:
@@ -256,6 +299,9 @@ class Engine:
         # running worker: too late for glibc's malloc settings and for BLAS).
         key = "distributed.nanny.pre-spawn-environ"
         environ = {**dask.config.get(key, default={}), **_WORKER_ENV, **_malloc_env(c.block_bytes)}
+        if c.worker_log_level:
+            # read by `distributed` when it is imported in the worker process, before it logs anything
+            environ["DASK_LOGGING__DISTRIBUTED"] = str(c.worker_log_level)
         if resolve_device(c.device) == "cuda":
             return self._start_local_cuda(n)
         try:
@@ -398,27 +444,33 @@ class Engine:
         from distributed import as_completed  # noqa: PLC0415
 
         client = self._dask_client()
-        n_threads = sum(client.nthreads().values())
-        if n_threads == 0:
-            log.warning("the Dask cluster has no workers yet; blocks wait until one joins")
+        n_threads = self._await_workers(client)
         window = max(1, self.config.max_in_flight * n_threads)
-        # Scatter once per pass, not per task: block_fn, the dataset description, prepare
-        # and the broadcast values, as one object (one dependency per task). The dataset is
-        # usually a few strings (ZarrDataset) but may hold whole arrays (ArrayDataset),
-        # which must not be pickled into every task. hash=False gives a fresh key, so
-        # passes never collide.
+        dataset = shared[1]
+        # An in-memory dataset goes to the workers once per engine (once per fit), not
+        # once per pass; a store description (a few strings) travels in the bundle.
+        data_ref = None if _is_description(dataset) else self._scattered_dataset(client, dataset)
+        if data_ref is not None:
+            shared = (shared[0], None, *shared[2:])
+        # Scatter once per pass, not per task: block_fn, prepare and the broadcast values
+        # (and a store description), as one object (one dependency per task). hash=False
+        # gives a fresh key, so passes never collide.
         [bundle] = client.scatter([tuple(shared)], broadcast=True, hash=False)
         pass_id = uuid.uuid4().hex[:8]
         fn_name = getattr(shared[0], "__name__", type(shared[0]).__name__)
         # with_results: results arrive with the completion, no extra round trip per block
         completed = as_completed(loop=client.loop, with_results=True, raise_errors=False)
         arrived: dict[Any, Any] = {}
+        block_of: dict[Any, tuple[tuple[int, int], Any]] = {}  # task key -> (rows, future)
+        watchdog = _NoWorkerWatchdog(client, self.config.worker_timeout, block_of)
 
         def submit(i: int) -> Any:
+            extra = () if data_ref is None else (data_ref,)
             fut = client.submit(
-                _run_block_remote, names, with_range, *blocks[i], bundle,
+                _run_block_remote, names, with_range, *blocks[i], bundle, *extra,
                 key=f"bigrfm-{fn_name}-{pass_id}-{i}", retries=self.config.retries, pure=False,
             )
+            block_of[fut.key] = (blocks[i], fut)
             completed.add(fut)
             return fut
 
@@ -429,22 +481,107 @@ class Engine:
 
         def result(f: Any) -> Any:
             out = arrived.pop(f)
+            block, _ = block_of.pop(f.key)
+            if watchdog.error is not None:
+                raise watchdog.error
             if f.status == "error":
                 _, exc, tb = out
+                if type(exc).__name__ == "KilledWorker":
+                    raise _killed_worker_error(exc, block, dataset, self.config) from None
                 raise exc.with_traceback(tb)
             if f.status != "finished":
-                raise ClusterError(f"The cluster dropped block task {f.key} ({f.status}: {out!r}); run the pass again.")
+                raise ClusterError(
+                    f"The cluster dropped the task of block rows [{block[0]}, {block[1]}) ({f.status}: {out!r}); "
+                    "run the pass again."
+                )
             f.release()
             if isinstance(out, _RaisedInBlock):
                 raise out.exc
             return out
 
+        watchdog.start()
         try:
             return _windowed(blocks, window, submit, wait, result, lambda fs: client.cancel(list(fs)), reduce, progress)
         finally:
+            watchdog.stop()
             completed.clear()
             arrived.clear()
             client.cancel([bundle])
+
+    def _await_workers(self, client: Any) -> int:
+        """Threads of the cluster's workers, waiting up to ``worker_timeout`` seconds for a first one."""
+        n_threads = sum(client.nthreads().values())
+        if n_threads:
+            return n_threads
+        timeout = self.config.worker_timeout
+        log.warning("the Dask cluster has no workers yet; waiting up to %gs for one", timeout)
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            raise ClusterError(
+                f"The Dask cluster at {client.scheduler.address} has no workers: none joined within "
+                f"{timeout:g}s (worker_timeout). Start workers with `dask worker {client.scheduler.address}` "
+                "and check they can reach the scheduler, or raise the wait with --worker-timeout."
+            ) from None
+        return max(1, sum(client.nthreads().values()))
+
+    def _scattered_dataset(self, client: Any, dataset: Any) -> Any:
+        """The future of ``dataset`` on the workers, scattered on first use and kept for later passes."""
+        entry = self._scattered.get(id(dataset))
+        if entry is not None and entry[0] is dataset and entry[1].status == "finished":
+            self._scattered.move_to_end(id(dataset))
+            return entry[1]
+        [fut] = client.scatter([dataset], broadcast=True, hash=False)
+        self._scattered[id(dataset)] = (dataset, fut)
+        while len(self._scattered) > _SCATTERED_DATASETS:
+            _, (_, old) = self._scattered.popitem(last=False)
+            old.release()
+        return fut
+
+
+class _NoWorkerWatchdog:
+    """Fails a Dask pass whose cluster has had no worker for ``timeout`` seconds.
+
+    Runs in a thread beside the pass: when every worker is gone (none joined,
+    or all died) for that long, it records a :class:`ClusterError` and cancels
+    the pass's tasks, so the waiting client wakes up and raises it.
+    """
+
+    def __init__(self, client: Any, timeout: float, block_of: dict) -> None:
+        self.client, self.timeout, self.block_of = client, float(timeout), block_of
+        self.error: ClusterError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bigrfm-no-worker-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        poll = min(1.0, self.timeout / 4)
+        empty_since: float | None = None
+        while not self._stop.wait(poll):
+            try:
+                n = len(self.client.nthreads())
+            except Exception:  # noqa: BLE001 - the client is closing; the pass itself reports
+                return
+            if n:
+                empty_since = None
+                continue
+            now = time.monotonic()
+            empty_since = now if empty_since is None else empty_since
+            if now - empty_since >= self.timeout:
+                self.error = ClusterError(
+                    f"Every worker of the Dask cluster at {self.client.scheduler.address} is gone and none joined "
+                    f"within {self.timeout:g}s (worker_timeout); {len(self.block_of)} block(s) of the pass were "
+                    "left. Restart the workers (a nanny restarts them: `dask worker` without --no-nanny), "
+                    "or raise the wait with --worker-timeout."
+                )
+                self.client.cancel([fut for _, fut in list(self.block_of.values())])
+                return
 
 
 def _windowed(
