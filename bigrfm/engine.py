@@ -41,6 +41,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
@@ -160,17 +161,34 @@ def _run_block_remote(names: tuple[str, ...], with_range: bool, start: int, stop
         return _RaisedInBlock(exc)
 
 
+def dask_setup(worker: Any) -> None:
+    """Dask preload hook of the LocalCluster's worker processes (they preload this module): ignore SIGINT.
+
+    Ctrl-C in a terminal reaches the whole process group. The client (the
+    process that started the cluster) handles it and shuts the cluster down;
+    without this, every worker would also print its own KeyboardInterrupt.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _is_description(dataset: Any) -> bool:
     """Whether a dataset pickles to a few bytes (a store path and names) rather than holding its rows."""
     return getattr(dataset, "path", None) is not None
 
 
-def _killed_worker_error(exc: BaseException, block: tuple[int, int], dataset: Any, config: ExecConfig) -> ClusterError:
+def _deaths(killed_worker: BaseException) -> int:
+    """Worker deaths behind a ``KilledWorker``: one more than the scheduler's allowed failures."""
+    allowed = getattr(killed_worker, "allowed_failures", None)
+    return allowed + 1 if isinstance(allowed, int) else 1
+
+
+def _killed_worker_error(block: tuple[int, int], dataset: Any, config: ExecConfig, deaths: int) -> ClusterError:
+    """The error of a block whose workers died ``deaths`` times while running it."""
     start, stop = block
     where = getattr(dataset, "path", None)
     what = f"{getattr(dataset, 'x_name', 'X')!r} in {where}" if where else "the in-memory data"
-    deaths = getattr(exc, "allowed_failures", None)
-    times = f"{deaths + 1} times" if isinstance(deaths, int) else "again and again"
+    times = f"{deaths} time{'s' if deaths > 1 else ''}"
     limit = config.memory_limit if config.memory_limit not in (None, "auto") else "auto: the machine's memory / workers"
     return ClusterError(
         f"The block of rows [{start}, {stop}) of {what} killed its Dask worker {times} (KilledWorker). "
@@ -308,6 +326,7 @@ class Engine:
             with dask.config.set({key: environ}):
                 cluster = LocalCluster(
                     n_workers=n, threads_per_worker=threads, processes=True, memory_limit=c.memory_limit,
+                    preload=[__name__],  # dask_setup: the workers leave Ctrl-C to this process
                     # the scheduler's HTTP server (health routes; the dashboard when bokeh is
                     # installed) always starts: a free port on localhost, so that several
                     # engines never collide on 8787 and nothing listens on public interfaces
@@ -336,7 +355,7 @@ class Engine:
             ) from None
         kwargs = {"n_workers": n_gpus} if self.config.n_workers else {}
         try:
-            cluster = LocalCUDACluster(threads_per_worker=1, dashboard_address="127.0.0.1:0", **kwargs)
+            cluster = LocalCUDACluster(threads_per_worker=1, dashboard_address="127.0.0.1:0", preload=[__name__], **kwargs)
         except Exception as exc:
             raise ClusterError(f"Could not start a LocalCUDACluster ({type(exc).__name__}: {exc}).") from exc
         self._cluster = cluster
@@ -449,28 +468,39 @@ class Engine:
         dataset = shared[1]
         # An in-memory dataset goes to the workers once per engine (once per fit), not
         # once per pass; a store description (a few strings) travels in the bundle.
-        data_ref = None if _is_description(dataset) else self._scattered_dataset(client, dataset)
-        if data_ref is not None:
+        in_memory = not _is_description(dataset)
+        if in_memory:
             shared = (shared[0], None, *shared[2:])
         # Scatter once per pass, not per task: block_fn, prepare and the broadcast values
         # (and a store description), as one object (one dependency per task). hash=False
         # gives a fresh key, so passes never collide.
-        [bundle] = client.scatter([tuple(shared)], broadcast=True, hash=False)
+        inputs: dict[str, Any] = {}
+
+        def scattered() -> tuple:
+            """The bundle and the dataset's future, scattered again when their workers died."""
+            if inputs.get("bundle") is None or inputs["bundle"].status != "finished":
+                [inputs["bundle"]] = client.scatter([tuple(shared)], broadcast=True, hash=False)
+            data = (self._scattered_dataset(client, dataset),) if in_memory else ()
+            return (inputs["bundle"], *data)
+
         pass_id = uuid.uuid4().hex[:8]
         fn_name = getattr(shared[0], "__name__", type(shared[0]).__name__)
         # with_results: results arrive with the completion, no extra round trip per block
         completed = as_completed(loop=client.loop, with_results=True, raise_errors=False)
         arrived: dict[Any, Any] = {}
-        block_of: dict[Any, tuple[tuple[int, int], Any]] = {}  # task key -> (rows, future)
+        block_of: dict[Any, tuple[int, Any]] = {}  # task key -> (block index, future)
         watchdog = _NoWorkerWatchdog(client, self.config.worker_timeout, block_of)
 
-        def submit(i: int) -> Any:
-            extra = () if data_ref is None else (data_ref,)
-            fut = client.submit(
-                _run_block_remote, names, with_range, *blocks[i], bundle, *extra,
-                key=f"bigrfm-{fn_name}-{pass_id}-{i}", retries=self.config.retries, pure=False,
+        def task(i: int, attempt: int = 0) -> Any:
+            return client.submit(
+                _run_block_remote, names, with_range, *blocks[i], *scattered(),
+                key=f"bigrfm-{fn_name}-{pass_id}-{i}" + (f"-again{attempt}" if attempt else ""),
+                retries=self.config.retries, pure=False,
             )
-            block_of[fut.key] = (blocks[i], fut)
+
+        def submit(i: int) -> Any:
+            fut = task(i)
+            block_of[fut.key] = (i, fut)
             completed.add(fut)
             return fut
 
@@ -479,25 +509,57 @@ class Engine:
             arrived.update(batch)
             return [f for f, _ in batch]
 
-        def result(f: Any) -> Any:
-            out = arrived.pop(f)
-            block, _ = block_of.pop(f.key)
-            if watchdog.error is not None:
-                raise watchdog.error
-            if f.status == "error":
+        def value(i: int, status: str, out: Any) -> Any:
+            if status == "error":
                 _, exc, tb = out
                 if type(exc).__name__ == "KilledWorker":
-                    raise _killed_worker_error(exc, block, dataset, self.config) from None
+                    return again(i, _deaths(exc))
                 raise exc.with_traceback(tb)
-            if f.status != "finished":
-                raise ClusterError(
-                    f"The cluster dropped the task of block rows [{block[0]}, {block[1]}) ({f.status}: {out!r}); "
-                    "run the pass again."
-                )
-            f.release()
             if isinstance(out, _RaisedInBlock):
                 raise out.exc
             return out
+
+        def again(i: int, deaths: int) -> Any:
+            """Block i once more, alone, after ``deaths`` deaths of the workers that ran it.
+
+            Dask blames every task a dying worker held (``KilledWorker``), and
+            cancels the tasks whose scattered inputs died with their last worker
+            (a one-worker cluster). So the block is rerun alone, once the pass's
+            other tasks are done: a bystander then succeeds, and a block that kills
+            its worker again is the one reported (with its rows and the likely
+            cause); inputs lost with it are scattered again, up to ``retries`` times.
+            """
+            while not all(fut.done() for _, fut in list(block_of.values())):
+                time.sleep(0.05)  # a rare path: polling the pass's other tasks is cheap enough
+            for attempt in range(1, self.config.retries + 1):
+                self._await_workers(client)
+                fut = task(i, attempt)
+                try:
+                    return value(i, "finished", fut.result())
+                except cf.CancelledError:  # distributed's FutureCancelledError: its worker died
+                    deaths += 1
+                except Exception as exc:  # noqa: BLE001 - a KilledWorker, or the block's own error
+                    if type(exc).__name__ != "KilledWorker":
+                        raise
+                    raise _killed_worker_error(blocks[i], dataset, self.config, deaths + _deaths(exc)) from None
+                finally:
+                    fut.release()
+            raise _killed_worker_error(blocks[i], dataset, self.config, deaths)
+
+        def result(f: Any) -> Any:
+            out = arrived.pop(f)
+            i, _ = block_of.pop(f.key)
+            if watchdog.error is not None:
+                raise watchdog.error
+            if f.status == "cancelled":  # not by us: its inputs died with their workers
+                return again(i, 1)
+            if f.status not in ("finished", "error"):
+                raise ClusterError(
+                    f"The cluster dropped the task of block rows [{blocks[i][0]}, {blocks[i][1]}) ({f.status}: "
+                    f"{out!r}); run the pass again."
+                )
+            f.release()
+            return value(i, f.status, out)
 
         watchdog.start()
         try:
@@ -506,7 +568,8 @@ class Engine:
             watchdog.stop()
             completed.clear()
             arrived.clear()
-            client.cancel([bundle])
+            if inputs.get("bundle") is not None:
+                client.cancel([inputs["bundle"]])
 
     def _await_workers(self, client: Any) -> int:
         """Threads of the cluster's workers, waiting up to ``worker_timeout`` seconds for a first one."""
@@ -514,14 +577,14 @@ class Engine:
         if n_threads:
             return n_threads
         timeout = self.config.worker_timeout
-        log.warning("the Dask cluster has no workers yet; waiting up to %gs for one", timeout)
+        log.warning("the Dask cluster has no workers; waiting up to %gs for one", timeout)
         try:
             client.wait_for_workers(1, timeout=timeout)
         except TimeoutError:
             raise ClusterError(
                 f"The Dask cluster at {client.scheduler.address} has no workers: none joined within "
-                f"{timeout:g}s (worker_timeout). Start workers with `dask worker {client.scheduler.address}` "
-                "and check they can reach the scheduler, or raise the wait with --worker-timeout."
+                f"{timeout:g}s (worker_timeout). Start workers (`dask worker {client.scheduler.address}`) and "
+                "check they can reach the scheduler, or wait longer with --worker-timeout."
             ) from None
         return max(1, sum(client.nthreads().values()))
 
@@ -575,10 +638,10 @@ class _NoWorkerWatchdog:
             empty_since = now if empty_since is None else empty_since
             if now - empty_since >= self.timeout:
                 self.error = ClusterError(
-                    f"Every worker of the Dask cluster at {self.client.scheduler.address} is gone and none joined "
-                    f"within {self.timeout:g}s (worker_timeout); {len(self.block_of)} block(s) of the pass were "
-                    "left. Restart the workers (a nanny restarts them: `dask worker` without --no-nanny), "
-                    "or raise the wait with --worker-timeout."
+                    f"The Dask cluster at {self.client.scheduler.address} has no workers: every one is gone and "
+                    f"none joined within {self.timeout:g}s (worker_timeout); {len(self.block_of)} block(s) of the "
+                    "pass were left. Restart the workers (a nanny restarts them: `dask worker` without "
+                    "--no-nanny), or wait longer with --worker-timeout."
                 )
                 self.client.cancel([fut for _, fut in list(self.block_of.values())])
                 return
