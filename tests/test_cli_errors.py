@@ -20,7 +20,6 @@ import zarr
 from click.testing import CliRunner
 
 from bigrfm import RFMRegressor
-from bigrfm.io.convert import create_dataset
 from bigrfm.model.checkpoint import save_checkpoint
 from bigrfm_cli.main import cli
 

@@ -5,8 +5,8 @@ Each test injects the fault into a real process (the ``bigrfm`` command, a Pytho
 workers) and then checks three things: the failure is reported once, in one line, with the right
 exit code; nothing half-written is left where a reader would find it; and no model is lost (the
 previous model, or the last checkpoint, is whole and gives the same predictions; a resumed fit
-gives the same model as an uninterrupted one). ``FAULTS`` counts the faults injected, for the
-report.
+gives the same model as an uninterrupted one). A worker SIGKILLed mid-pass on a real
+``dask worker`` cluster is in tests/test_engine.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +27,6 @@ import dask
 import distributed  # noqa: F401 - its config defaults are loaded before any dask.config.set below
 import numpy as np
 import pytest
-import zarr
 
 from bigrfm import RFMRegressor, load_model
 from bigrfm.config import ExecConfig
@@ -271,11 +271,9 @@ def test_sigkill_during_the_model_write_then_resume(tmp_path, data, reference):
                 break
         proc.wait()
         if caught and not out.exists():
-            print(f"caught the model write at attempt {attempt + 1}")
             break
         assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.read()
         if out.exists():  # the write finished first: start again
-            import shutil
             shutil.rmtree(out)
     else:
         pytest.fail("the model write was never caught in 5 fits")

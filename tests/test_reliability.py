@@ -27,7 +27,7 @@ from bigrfm.model import validation as validation_mod
 from bigrfm.model.checkpoint import load_checkpoint, save_checkpoint
 from bigrfm.model.fit import FitSettings, fit_dataset
 from bigrfm.model.prepare import Prepare
-from bigrfm.model.rfm import FitContext, IterationRecord, RFMParams, RFMState, initial_state, run, step
+from bigrfm.model.rfm import FitContext, IterationRecord, RFMParams, initial_state, run, step
 from bigrfm.numerics.kernels import make_kernel
 from bigrfm.solvers.exact import ExactSolver
 from bigrfm_cli.resume import fit_fingerprint
