@@ -185,13 +185,18 @@ def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent:
     # one fit per --out: a second one fails at once instead of racing for the checkpoint and the model
     with WriterLock(out_path, "fitting a model into"):
         state = checkpoint_to_resume(ckpt, fingerprint, resume=resume, restart=restart, overwrite=overwrite)
+        if state is not None:
+            saved.append(state.t - 1)
         click.echo(f"fitting {cls.__name__} on {dataset.n_rows:,} rows x {dataset.n_features} features ({data})", err=True)
         t0 = time.perf_counter()
         try:
             est.fit_dataset(dataset, state=state, on_iteration=on_iteration, progress=progress, config=config)
         except KeyboardInterrupt:
-            kept = f"the checkpoint after iteration {saved[-1]} is kept" if saved else "no iteration had finished"
-            click.echo(f"\ninterrupted: {kept} ({ckpt}); continue with the same command and --resume.", err=True)
+            if saved:
+                click.echo(f"\ninterrupted: the checkpoint after iteration {saved[-1]} is kept ({ckpt}); continue "
+                           "with the same command and --resume.", err=True)
+            else:
+                click.echo("\ninterrupted before the first iteration finished; nothing was checkpointed.", err=True)
             raise
         seconds = time.perf_counter() - t0
         est.save(out_path, overwrite=overwrite, provenance={"data": dataset.path, "rows": dataset.n_rows, "seconds": seconds})
