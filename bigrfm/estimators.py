@@ -129,9 +129,12 @@ _ATTRS_DOC = """
 """
 
 
-def _seed(random_state: Any) -> int:
+def _seed(random_state: Any, resumed: int | None = None) -> int:
+    """The fit's seed: an int as given; when resuming a state, its seed; else one drawn from ``random_state``."""
     if isinstance(random_state, (Integral, np.integer)):
         return int(random_state)
+    if resumed is not None:
+        return int(resumed)
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
 
 
@@ -279,7 +282,7 @@ class _BaseRFM(BaseEstimator):
             agop_sample=self.agop_sample,
             validation_fraction=float(self.validation_fraction),
             standardize=bool(self.standardize),
-            seed=_seed(self.random_state),
+            seed=_seed(self.random_state, getattr(state, "seed", None)),
         )
         with Engine(config) as engine:
             result = fit_dataset(
@@ -365,6 +368,10 @@ class _BaseRFM(BaseEstimator):
             The model folder; it appears complete or not at all.
         overwrite : bool
             Replace an existing folder.
+
+        A ``random_state`` that is a ``RandomState`` instance is saved as the
+        integer seed the fit drew from it (``clone(load_model(path))`` then
+        refits the same model).
         provenance : dict, optional
             JSON-ready facts stored with the model (data path, rows, seconds...).
 
@@ -379,9 +386,12 @@ class _BaseRFM(BaseEstimator):
 
         check_is_fitted(self, "predictor_")
         kind, parts = predictor_arrays(self.predictor_)
+        params = self.get_params(deep=False)
+        if params["random_state"] is not None and not isinstance(params["random_state"], (Integral, np.integer)):
+            params["random_state"] = getattr(self, "_fit_seed", None)  # a RandomState is no JSON value
         meta = {
             "estimator": type(self).__name__,
-            "params": self.get_params(deep=False),
+            "params": params,
             "kernel": kernel_to_dict(self.predictor_.kernel),
             "predictor": kind,
             "solver": self.solver_,
@@ -405,33 +415,46 @@ class _BaseRFM(BaseEstimator):
 
     @classmethod
     def _from_contents(cls, c: FolderContents) -> "_BaseRFM":
-        """The fitted estimator a model folder describes (shapes checked against each other)."""
-        d = int(c.get("n_features_in"))
-        M = c.array("M")
+        """The fitted estimator a model folder describes (keys, parameters and shapes checked).
+
+        Raises ModelFormatError naming the missing key or array, the invalid
+        parameter, or the shapes that disagree.
+        """
         try:
+            d = int(c.get("n_features_in"))
+            M = c.array("M")
             est = cls(**c.get("params"))
+            est._validate_params()
             pred = predictor_from_arrays(c.get("predictor"), kernel_from_dict(c.get("kernel")), M,
                                          {k: v for k, v in c.arrays.items() if v is not None})
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFormatError(f"{c.where}: the model description is inconsistent or damaged ({type(exc).__name__}: {exc}).") from None
-        x_mean, x_scale = c.array("x_mean", False), c.array("x_scale", False)
-        if M.shape not in ((d,), (d, d)) or (x_mean is not None and (x_mean.shape != (d,) or x_scale is None or x_scale.shape != (d,))):
-            raise ModelFormatError(f"{c.where}: array shapes are inconsistent with n_features_in={d}; the folder is damaged.")
-        est.predictor_ = pred
-        est.M_ = M
-        est.centers_ = getattr(pred, "centers", None)
-        est.dual_coef_ = getattr(pred, "alpha", getattr(pred, "w", None))
-        est.best_iter_ = int(c.get("best_iter"))
-        est.history_ = c.get("history")
-        est.solver_ = c.get("solver")
-        est.x_mean_, est.x_scale_ = x_mean, x_scale
-        est._y_mean, est._y_scale = c.array("y_mean", False), c.array("y_scale", False)
-        est._y_ndim = int(c.meta.get("y_ndim", 1))
-        est.n_features_in_ = d
-        if c.meta.get("feature_names"):
-            est.feature_names_in_ = np.asarray(c.meta["feature_names"], dtype=object)
-        if cls is RFMClassifier:
-            est.classes_ = c.array("classes")
+            x_mean, x_scale = c.array("x_mean", False), c.array("x_scale", False)
+            if M.shape not in ((d,), (d, d)) or (x_mean is not None and (x_mean.shape != (d,) or x_scale is None or x_scale.shape != (d,))):
+                raise ModelFormatError(f"{c.where}: array shapes are inconsistent with n_features_in={d}; the folder is damaged.")
+            est.predictor_ = pred
+            est.M_ = M
+            est.centers_ = getattr(pred, "centers", None)
+            est.dual_coef_ = getattr(pred, "alpha", getattr(pred, "w", None))
+            est.best_iter_ = int(c.get("best_iter"))
+            est.history_ = list(c.get("history"))
+            est.solver_ = str(c.get("solver"))
+            est.x_mean_, est.x_scale_ = x_mean, x_scale
+            est._y_mean, est._y_scale = c.array("y_mean", False), c.array("y_scale", False)
+            if cls is RFMRegressor and (est._y_mean is None or est._y_scale is None):
+                c.array("y_mean" if est._y_mean is None else "y_scale")  # raises, naming the array
+            est._y_ndim = int(c.meta.get("y_ndim", 1))
+            est.n_features_in_ = d
+            if c.meta.get("feature_names"):
+                est.feature_names_in_ = np.asarray(c.meta["feature_names"], dtype=object)
+            if cls is RFMClassifier:
+                est.classes_ = c.array("classes")
+        except ModelFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # InvalidParameterError is a ValueError: a parameter no bigrfm accepts
+            raise ModelFormatError(
+                f"{c.where}: the model description is damaged or from another version of bigrfm "
+                f"({type(exc).__name__}: {exc})."
+            ) from None
         est.model_metadata_ = c.meta
         return est
 
@@ -449,6 +472,7 @@ class _BaseRFM(BaseEstimator):
         self.x_scale_ = pre.scale
         self._y_mean = pre.y_mean
         self._y_scale = pre.y_scale
+        self._fit_seed = state.seed
 
     @property
     def feature_importances_(self) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from .exceptions import InputError
+from .io.atomic import atomic_file
 
 __all__ = ["feature_report", "plot_metric"]
 
@@ -200,5 +201,6 @@ def plot_metric(est: Any, path: str | os.PathLike, top: int | None = None) -> Pa
     ax.set_title(f"Learned metric M of {type(est).__name__}, iteration {best} ({what})", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
     return path

@@ -276,3 +276,32 @@ def test_threads_backend_does_not_import_distributed():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _keys_seen(prefix, dask_scheduler=None):
+    """Keys starting with ``prefix`` the scheduler has held or transitioned (its task table and log)."""
+    keys = {k for k in dask_scheduler.tasks if isinstance(k, str) and k.startswith(prefix)}
+    keys |= {t[0] for t in dask_scheduler.transition_log if isinstance(t[0], str) and t[0].startswith(prefix)}
+    return sorted(keys)
+
+
+def test_in_memory_data_goes_to_the_workers_once_per_engine(local_engine):
+    ds = ArrayDataset(np.arange(3000.0).reshape(1000, 3))
+    before = set(local_engine._client.run_on_scheduler(_keys_seen, "ArrayDataset-"))
+    for _ in range(3):
+        np.testing.assert_array_equal(local_engine.map_reduce(colsum, ds, block_rows=100), ds.X.sum(axis=0))
+    new = set(local_engine._client.run_on_scheduler(_keys_seen, "ArrayDataset-")) - before
+    assert len(new) == 1, new
+
+
+def test_an_estimator_fit_on_a_cluster_sends_its_arrays_once(local_engine):
+    """However many passes (here 3 iterations of CG and AGOP passes), the training rows and the
+    prepared validation rows each reach the workers once."""
+    from bigrfm import RFMRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 4))
+    before = set(local_engine._client.run_on_scheduler(_keys_seen, "ArrayDataset-"))
+    RFMRegressor(iters=2, solver="nystrom", n_centers=60, random_state=0, scheduler=local_engine.address).fit(X, X[:, 0])
+    new = set(local_engine._client.run_on_scheduler(_keys_seen, "ArrayDataset-")) - before
+    assert len(new) == 2, new

@@ -163,6 +163,11 @@ def block_stats(X: np.ndarray, y: np.ndarray | None, *, classification: bool) ->
         Count class labels of y instead of taking its moments.
     """
     ys: Moments | ClassCounts | None = None
+    if y is not None and not classification and y.dtype.kind not in "biuf":
+        raise DataError(
+            f"Regression targets must be numbers; y holds {y.dtype} values (e.g. {y.ravel()[:3].tolist()}). "
+            "Fit a classifier (--task classification), or store numeric targets."
+        )
     if y is not None:
         ys = ClassCounts.of_block(y) if classification else Moments.of_block(y)
     return BlockStats(Moments.of_block(X), ys)
@@ -175,7 +180,7 @@ def combine_stats(a: BlockStats, b: BlockStats) -> BlockStats:
 
 
 def check_finite(
-    X: np.ndarray,
+    X: np.ndarray | None,
     y: np.ndarray | None,
     start: int,
     *,
@@ -187,7 +192,7 @@ def check_finite(
 
     Parameters
     ----------
-    X : ndarray (b, d)
+    X : ndarray (b, d) or None
     y : ndarray or None
         Checked only when it holds floats (labels cannot be NaN).
     start : int

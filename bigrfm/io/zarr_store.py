@@ -12,7 +12,10 @@ numpy unicode arrays. Owns opening and validating stores; never writes one
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+import socket
 import threading
 from typing import Any
 
@@ -20,36 +23,102 @@ import numpy as np
 
 from ..exceptions import DataError
 
-__all__ = ["ZarrDataset", "open_dataset", "open_array", "as_labels", "is_url", "FLOAT_DTYPES"]
+__all__ = ["ZarrDataset", "open_dataset", "open_array", "store_token", "as_labels", "is_url", "FLOAT_DTYPES"]
 
 #: Feature dtypes a store may hold.
 FLOAT_DTYPES = ("float32", "float64")
 
 
-# Opened zarr arrays, per process, keyed by (path, array name). Kept out of the
-# dataclass so that pickling a ZarrDataset sends a few strings and ints, and a
-# Dask worker opens the store itself on its first read.
-_OPEN_ARRAYS: dict[tuple[str, str], Any] = {}
+# Opened zarr arrays, per process, keyed by (path, array name) and holding the
+# identity they were opened for. Kept out of the dataclass so that pickling a
+# ZarrDataset sends a few strings and ints, and a Dask worker opens the store
+# itself on its first read.
+_OPEN_ARRAYS: dict[tuple[str, str], tuple[Any, Any]] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def open_array(path: str, name: str, shape: tuple[int, ...]) -> Any:
+def store_token(group: Any) -> str:
+    """SHA-256 of a Zarr group's metadata: its attributes and every array's metadata
+    (shape, dtype, chunks, codecs, fill value), not its data.
+
+    Two opens of a store give the same token unless the store was rewritten with
+    other arrays, shapes, chunking, dtypes or codecs.
+    """
+    arrays = {name: arr.metadata.to_dict() for name, arr in sorted(group.arrays())}
+    doc = json.dumps({"attrs": dict(group.attrs), "arrays": arrays}, sort_keys=True, default=str)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def _missing_here(path: str) -> DataError:
+    return DataError(
+        f"Dataset {path} does not exist on {socket.gethostname()}. Every Dask worker reads its blocks itself: "
+        "a remote cluster needs a path that every worker can read (a shared filesystem mounted at the same "
+        "place, or an fsspec URL such as s3://bucket/data.zarr)."
+    )
+
+
+def open_array(path: str, name: str, shape: tuple[int, ...] | None = None, token: str = "") -> Any:
     """The zarr array ``name`` of the group at ``path``, opened once per process and cached.
 
-    A cached array whose shape differs from ``shape`` was opened before the
-    store was rewritten (``convert --overwrite`` in the same process); it is
-    opened again rather than read with stale metadata.
+    The cache is keyed by the store's identity: the array's expected ``shape``
+    and the group's ``token`` (:func:`store_token`, as recorded by
+    :func:`open_dataset`). A cached array opened for another identity (the store
+    was rewritten at the same path, with other chunks or another dtype) is
+    opened again rather than read with stale metadata; when the reopened
+    store's token differs from ``token``, the store changed after it was
+    opened and a :class:`~bigrfm.exceptions.DataError` says so.
     """
     key = (path, name)
-    arr = _OPEN_ARRAYS.get(key)
-    if arr is not None and tuple(arr.shape) == shape:
-        return arr
+    identity = (None if shape is None else tuple(shape), token)
+    entry = _OPEN_ARRAYS.get(key)
+    if entry is not None and entry[0] == identity:
+        return entry[1]
     import zarr  # noqa: PLC0415  (imported lazily: keeps `import bigrfm` light)
 
     with _OPEN_LOCK:
-        arr = zarr.open_group(path, mode="r")[name]
-        _OPEN_ARRAYS[key] = arr
+        if not is_url(path) and not os.path.exists(path):
+            raise _missing_here(path)
+        group = zarr.open_group(path, mode="r")
+        if token and store_token(group) != token:
+            raise DataError(
+                f"The Zarr store {path} changed after it was opened (its arrays' shapes, chunks, dtypes or "
+                "attributes differ): it was rewritten while in use. Run again on the new store."
+            )
+        arr = group[name]
+        _OPEN_ARRAYS[key] = (identity, arr)
     return arr
+
+
+def read_rows(arr: Any, path: str, name: str, start: int, stop: int) -> Any:
+    """Rows [start, stop) of a zarr array; a chunk that cannot be read or decoded raises one DataError.
+
+    The error names the array, the chunk's rows and the cause, and is raised at
+    once (a bigrfm error is never retried by the engine: decoding fails the same
+    way every time). Errors that may pass on their own (network and timeout
+    errors of remote stores) are raised as they are, for the engine to retry.
+    """
+    try:
+        return arr[start:stop]
+    except Exception as exc:
+        if is_url(path) and isinstance(exc, (ConnectionError, TimeoutError)):
+            raise
+        raise _unreadable(arr, path, name, start, stop, exc) from exc
+
+
+def _unreadable(arr: Any, path: str, name: str, start: int, stop: int, exc: Exception) -> DataError:
+    """A DataError naming the first chunk of rows [start, stop) that fails to read (found chunk by chunk)."""
+    chunk = max(1, int(arr.chunks[0]))
+    lo, hi, cause = start, stop, exc
+    for c0 in range(start - start % chunk, stop, chunk):
+        try:
+            arr[max(c0, start):min(c0 + chunk, stop)]
+        except Exception as e:  # noqa: BLE001 - reported below
+            lo, hi, cause = c0, min(c0 + chunk, int(arr.shape[0])), e
+            break
+    return DataError(
+        f"Cannot read rows [{lo}, {hi}) of {name!r} in {path} (chunk {lo // chunk}: {type(cause).__name__}: "
+        f"{cause}). The store is damaged; rebuild it (`bigrfm convert ... --overwrite`) or copy it again."
+    )
 
 
 def as_labels(y: np.ndarray) -> np.ndarray:
@@ -91,6 +160,10 @@ class ZarrDataset:
         dtype of y as stored (``"string"`` for a Zarr string array).
     validation_split : ZarrDataset or None
         The ``X_val``/``y_val`` pair when the group has one (see :meth:`validation`).
+    token : str
+        :func:`store_token` of the group when it was opened: every process
+        checks it on its first read, so a store rewritten meanwhile is never
+        read with stale metadata.
 
     Examples
     --------
@@ -109,10 +182,16 @@ class ZarrDataset:
     y_shape: tuple[int, ...] | None = None
     y_dtype: str | None = None
     validation_split: ZarrDataset | None = dataclasses.field(default=None, repr=False)
+    token: str = ""
 
     @property
     def has_y(self) -> bool:
         return self.y_shape is not None
+
+    def fingerprint(self) -> dict:
+        """The data's identity for a checkpoint: path, shape, chunking and the metadata token."""
+        return {"path": self.path, "x": self.x_name, "y": self.y_name, "shape": [self.n_rows, self.n_features],
+                "chunk_rows": self.chunk_rows, "metadata_sha256": self.token}
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows [start, stop): X (b, d) in the stored dtype, y (b,) / (b, c) or None."""
@@ -121,10 +200,11 @@ class ZarrDataset:
                 f"Row range [{start}, {stop}) is outside the {self.n_rows} rows of "
                 f"{self.x_name!r} in {self.path}."
             )
-        X = open_array(self.path, self.x_name, (self.n_rows, self.n_features))[start:stop]
+        X = open_array(self.path, self.x_name, (self.n_rows, self.n_features), self.token)
+        X = read_rows(X, self.path, self.x_name, start, stop)
         if self.y_shape is None:
             return X, None
-        y = open_array(self.path, self.y_name, self.y_shape)[start:stop]
+        y = read_rows(open_array(self.path, self.y_name, self.y_shape, self.token), self.path, self.y_name, start, stop)
         return X, as_labels(y)
 
     def validation(self) -> ZarrDataset | None:
@@ -273,9 +353,11 @@ def open_dataset(path: str | os.PathLike, x_name: str = "X", y_name: str = "y", 
     (1000000, 28, True)
     """
     path = os.fspath(path)
+    if not is_url(path):
+        path = os.path.abspath(path)  # workers of a remote cluster do not share this process's directory
     group = _open_group(path)
     ds = _describe(group, path, x_name, y_name, require_y)
-    ds = dataclasses.replace(ds, feature_names=_feature_names(group, path, ds.n_features))
+    ds = dataclasses.replace(ds, feature_names=_feature_names(group, path, ds.n_features), token=store_token(group))
 
     xv, yv = f"{x_name}_val", f"{y_name}_val"
     keys = set(group.array_keys())
@@ -297,7 +379,7 @@ def open_dataset(path: str | os.PathLike, x_name: str = "X", y_name: str = "y", 
                 f"{yv!r} in {path} has shape {val.y_shape} but {y_name!r} has {ds.y_shape}; "
                 "targets of both splits need the same number of columns."
             )
-        ds = dataclasses.replace(ds, validation_split=dataclasses.replace(val, feature_names=ds.feature_names))
+        ds = dataclasses.replace(ds, validation_split=dataclasses.replace(val, feature_names=ds.feature_names, token=ds.token))
     return ds
 
 

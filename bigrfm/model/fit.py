@@ -24,7 +24,8 @@ from ..exceptions import InputError
 from ..io import stats as stats_mod
 from ..numerics.backend import resolve_device
 from .prepare import Prepare, RowSelect, encode_targets, sample_rows
-from .rfm import FitContext, RFMParams, RFMState, run
+from .rfm import FitContext, RFMParams, RFMState, initial_state, run
+from .validation import VALIDATION_CAP, gather_validation
 
 __all__ = [
     "FitSettings",
@@ -38,9 +39,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("bigrfm.model.fit")
-
-#: Most rows held out for validation when a fraction is asked for.
-VALIDATION_CAP = 50_000
 
 
 def exact_row_limit(memory_budget: int) -> int:
@@ -66,7 +64,11 @@ def default_n_centers(n_train: int, n_features: int, memory_budget: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class FitSettings:
-    """Choices of a fit that are not the RFM's maths: splits, solver, sampling, seed."""
+    """Choices of a fit that are not the RFM's maths: splits, solver, sampling, seed.
+
+    ``seed`` None draws a fresh one (recorded in the loop state, so checkpoints
+    keep it); a resumed fit uses its state's seed.
+    """
 
     solver: str = "auto"
     n_centers: int | None = None
@@ -211,17 +213,23 @@ def fit_dataset(
     config : ExecConfig
     engine : Engine
     validation : Dataset, optional
-        Explicit validation rows; otherwise ``settings.validation_fraction`` of
-        the dataset's rows (at most ``VALIDATION_CAP``) are held out, seeded.
+        Explicit validation rows (a seeded sample of ``VALIDATION_CAP`` when it
+        has more, read in one pass through the engine); otherwise
+        ``settings.validation_fraction`` of the dataset's rows (at most
+        ``VALIDATION_CAP``) are held out, seeded.
     classes : ndarray, optional
         Known class labels (classification); otherwise found in the first pass.
     state : RFMState, optional
-        Resume the loop from this state.
+        Resume the loop from this state; its seed (when it has one) draws the
+        same validation rows, centers and samples as the interrupted fit, and
+        a different explicit ``settings.seed`` is refused.
     """
     n, d = dataset.n_rows, dataset.n_features
     device = resolve_device(config.device)
     block_rows = engine.block_rows(d, getattr(dataset, "chunk_rows", None), n)
-    seeds = np.random.SeedSequence(settings.seed).spawn(4)
+    seed = _resolve_seed(settings.seed, state)
+    state = dataclasses.replace(state if state is not None else initial_state(d, params.diag), seed=seed)
+    seeds = np.random.SeedSequence(seed).spawn(4)
     rng_val, rng_centers, rng_agop, rng_solver = (np.random.default_rng(s) for s in seeds)
 
     val_idx = np.zeros(0, np.int64)
@@ -291,8 +299,7 @@ def fit_dataset(
 
     Xv_raw, yv_raw = first.val.arrays(d)
     if validation is not None:
-        Xv_raw, yv_raw = validation.read(0, validation.n_rows)
-        stats_mod.check_finite(Xv_raw, yv_raw, 0)
+        Xv_raw, yv_raw = gather_validation(validation, engine, rng_val, block_rows=block_rows)
     X_val = Y_val = None
     if Xv_raw.shape[0] and pre.classes is not None:
         unseen = np.setdiff1d(np.unique(yv_raw), pre.classes)
@@ -343,6 +350,19 @@ def fit_dataset(
     log.info("fit: n_train=%d n_val=%d d=%d solver=%s centers=%d", n_train, pre.n_val, d, solver_name, centers.shape[0])
     state = run(ctx, params, solver, state, on_iteration=on_iteration)
     return FitResult(state, pre)
+
+
+def _resolve_seed(seed: int | None, state: RFMState | None) -> int:
+    """The fit's seed: the resumed state's (an explicit different one is refused), the given one, or a fresh one."""
+    resumed = None if state is None else state.seed
+    if resumed is not None:
+        if seed is not None and int(seed) != int(resumed):
+            raise InputError(
+                f"The state to resume was fitted with seed {resumed}, not {seed}; resume with "
+                f"random_state={resumed} (or None), or start a new fit."
+            )
+        return int(resumed)
+    return int(np.random.SeedSequence().entropy) if seed is None else int(seed)
 
 
 def _summarize(stats: stats_mod.BlockStats, classification: bool) -> tuple:

@@ -19,10 +19,10 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from ..exceptions import SolverError
 from ..numerics.agop import AgopSums, agop_from_sums, normalize_metric
-from ..numerics.backend import get_xp
 from ..numerics.kernels import Kernel
-from .predictors import predict_in_blocks
+from .validation import predict_validation, rank
 
 __all__ = ["RFMParams", "FitContext", "Solver", "IterationRecord", "RFMState", "initial_state", "step", "run", "score_predictions"]
 
@@ -122,7 +122,9 @@ class RFMState:
 
     ``M`` is the metric the next solve uses (M_t); ``best_*`` describe the
     iteration with the best validation score so far, or the latest one when
-    there is no validation set.
+    there is no validation set. ``seed`` is the fit's resolved seed (of the
+    validation split, centers, AGOP sample), saved with checkpoints so that a
+    resumed fit draws the same rows.
     """
 
     t: int
@@ -133,6 +135,7 @@ class RFMState:
     best_score: float | None
     best_M: np.ndarray | None
     best_predictor: Any
+    seed: int | None = None
 
 
 def initial_state(n_features: int, diag: bool) -> RFMState:
@@ -171,10 +174,11 @@ def step(state: RFMState, ctx: FitContext, params: RFMParams, solver: Solver) ->
     predictor, info, warm = solver.fit(params.kernel, state.M, ctx, state.warm)
     score = mse = acc = None
     if ctx.X_val is not None and ctx.X_val.shape[0] > 0:
-        pred = predict_in_blocks(predictor, ctx.X_val, ctx.block_rows, ctx.dtype, get_xp(ctx.device))
+        pred = predict_validation(predictor, ctx)
         score, mse, acc = score_predictions(pred, ctx.Y_val, params.classification)
-    # with no validation rows every iteration replaces the previous one (no selection)
-    better = state.best_iter is None or score is None or score > state.best_score
+    # with no validation rows every iteration replaces the previous one (no selection);
+    # a NaN or infinite score ranks below every finite one
+    better = state.best_iter is None or score is None or rank(score) > rank(state.best_score)
     next_M = state.M
     passes = int(info.get("passes", 0))
     if state.t < params.iters:
@@ -191,6 +195,7 @@ def step(state: RFMState, ctx: FitContext, params: RFMParams, solver: Solver) ->
         best_score=score if better else state.best_score,
         best_M=state.M if better else state.best_M,
         best_predictor=predictor if better else state.best_predictor,
+        seed=state.seed,
     )
 
 
@@ -209,4 +214,11 @@ def run(
         state = step(state, ctx, params, solver)
         if on_iteration is not None:
             on_iteration(state)
+    scores = [r.score for r in state.history if r.score is not None]
+    if scores and not np.isfinite(scores).any():
+        raise SolverError(
+            f"The validation score of every iteration (0 to {state.t - 1}) is NaN or infinite: the kernel "
+            "solves diverged. Raise the regularization (--reg / reg), change the bandwidth (--bandwidth), "
+            "or compute in float64 (--dtype float64)."
+        )
     return state
