@@ -13,13 +13,18 @@ boundaries.
 
 Backends, chosen by ``ExecConfig.scheduler``:
 
-- ``None``: a ``ThreadPoolExecutor`` in this process; Dask is never imported.
+- ``None``: a ``ThreadPoolExecutor`` in this process; Dask is never imported
+  (unless the data is a Dask collection, whose blocks each thread computes).
   While a pass runs with more than one thread, BLAS is limited to one thread
   (threadpoolctl), as on the cluster's workers.
 - ``"local"``: a ``distributed.LocalCluster`` of worker processes (one BLAS
   thread each), started on first use and reused for every later pass.
 - ``"tcp://host:port"`` (or ``tls://``, ``inproc://``, ...): an existing Dask
   scheduler; the engine closes its own ``Client`` but never the cluster.
+
+A dataset backed by a Dask collection (:mod:`bigrfm.io.dask_data`) is not
+shipped to the workers: on a cluster each block's slice of the collection is
+computed by the cluster and the block task runs where that result is.
 
 Memory is bounded: at most ``max_in_flight`` blocks per worker thread are
 submitted or waiting to be reduced at any time. On Dask backends the
@@ -39,7 +44,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import ExecConfig
-from .io.datasets import Dataset, row_blocks
+from .io.datasets import Dataset, block_bounds
 from .numerics.backend import resolve_device
 from .numerics.block_cache import BLOCKS
 from .exceptions import BigRFMError, ClusterError, InputError
@@ -100,22 +105,28 @@ class _RaisedInBlock:
         self.exc = exc
 
 
-def _run_block(names: tuple[str, ...], with_range: bool, start: int, stop: int, shared: tuple) -> Any:
+def _run_block(names: tuple[str, ...], with_range: bool, start: int, stop: int, shared: tuple, *rows: Any) -> Any:
     """One task: read rows [start, stop), prepare them, apply ``block_fn``.
 
     ``shared`` is ``(block_fn, dataset, prepare, cache_bytes, *broadcast_values)``, the same
     for every block. A ``prepare`` with a ``cache_token`` has its prepared blocks kept in
     this process's :data:`~bigrfm.numerics.block_cache.BLOCKS` (up to ``cache_bytes``).
+    ``rows``, when given, are the block's ``(X, y)`` already computed by the cluster (a
+    Dask collection's block); otherwise the task reads them with ``dataset.read``.
     """
     block_fn, dataset, prepare, cache_bytes, *values = shared
+
+    def read() -> tuple:
+        return tuple(rows) if rows else dataset.read(start, stop)
+
     try:
         token = getattr(prepare, "cache_token", None)
         if token is not None and cache_bytes:
             if BLOCKS.budget != cache_bytes:
                 BLOCKS.set_budget(cache_bytes)
-            out = BLOCKS.block((token, start, stop), lambda: prepare(*dataset.read(start, stop), start, stop))
+            out = BLOCKS.block((token, start, stop), lambda: prepare(*read(), start, stop))
         else:
-            out = dataset.read(start, stop)
+            out = read()
             if prepare is not None:
                 out = prepare(*out, start, stop)
         if out is None:
@@ -312,6 +323,19 @@ class Engine:
         log.info("connected to Dask scheduler %s (%d workers)", address, len(client.nthreads()))
         return client
 
+    def compute(self, *collections: Any) -> tuple:
+        """Compute Dask collections where this engine runs blocks (small results: counts, lengths).
+
+        Threads: Dask's threaded scheduler with this engine's number of threads.
+        A cluster: submitted to it and gathered here.
+        """
+        if self._kind == "threads":
+            import dask  # noqa: PLC0415
+
+            return tuple(dask.compute(*collections, scheduler="threads", num_workers=self._n_threads()))
+        client = self._dask_client()
+        return tuple(client.gather(client.compute(list(collections))))
+
     # -- passes -------------------------------------------------------------------------
 
     def map_reduce(
@@ -335,7 +359,10 @@ class Engine:
             when ``with_range``); a picklable module-level function or small
             frozen dataclass.
         dataset : Dataset
-            Read by each task with ``dataset.read(start, stop)``.
+            Read by each task with ``dataset.read(start, stop)``; on a Dask
+            cluster, a dataset with ``block_collections(start, stop)`` (a Dask
+            collection's) has each block computed by the cluster instead, and the
+            task runs on the worker that holds it.
         broadcast : mapping of str to object, optional
             Keyword arguments shared by all blocks; sent to each worker once per pass.
         prepare : callable, optional
@@ -357,7 +384,7 @@ class Engine:
         """
         rows = int(block_rows or self.config.rows_per_block(
             dataset.n_features, getattr(dataset, "chunk_rows", None) or None, dataset.n_rows))
-        blocks = row_blocks(dataset.n_rows, rows)
+        blocks = block_bounds(dataset, rows)
         names = tuple(broadcast or {})
         shared = (block_fn, dataset, prepare, self.config.cache_bytes, *(broadcast or {}).values())
         t0 = time.perf_counter()
@@ -402,6 +429,12 @@ class Engine:
         if n_threads == 0:
             log.warning("the Dask cluster has no workers yet; blocks wait until one joins")
         window = max(1, self.config.max_in_flight * n_threads)
+        dataset = shared[1]
+        lazy = hasattr(dataset, "block_collections")
+        if lazy:
+            # a Dask collection: the graph goes to the scheduler block by block, never the
+            # whole collection to every worker
+            shared = (shared[0], None, *shared[2:])
         # Scatter once per pass, not per task: block_fn, the dataset description, prepare
         # and the broadcast values, as one object (one dependency per task). The dataset is
         # usually a few strings (ZarrDataset) but may hold whole arrays (ArrayDataset),
@@ -415,8 +448,14 @@ class Engine:
         arrived: dict[Any, Any] = {}
 
         def submit(i: int) -> Any:
+            rows: list = []
+            if lazy:
+                X, y = dataset.block_collections(*blocks[i])
+                # computed by the workers; the block task is placed where the result is
+                parts = client.compute([a for a in (X, y) if a is not None and hasattr(a, "__dask_graph__")])
+                rows = [parts[0], parts[1] if len(parts) > 1 else y]
             fut = client.submit(
-                _run_block_remote, names, with_range, *blocks[i], bundle,
+                _run_block_remote, names, with_range, *blocks[i], bundle, *rows,
                 key=f"bigrfm-{fn_name}-{pass_id}-{i}", retries=self.config.retries, pure=False,
             )
             completed.add(fut)
