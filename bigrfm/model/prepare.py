@@ -5,19 +5,26 @@ numbers and never read data themselves.
 
 ``Prepare`` is a small picklable callable that the engine applies to every raw
 block ``(X, y, start, stop)`` before the block function: it keeps the rows of
-one split (training rows, the validation rows, an AGOP sample), standardizes X
-with the training statistics, casts to the block dtype, and encodes y (one-hot
-classes, or standardized regression targets). It holds only O(d + k) numbers.
+one split (training rows, the validation rows, an AGOP sample), imputes missing
+features (``missing="mean"``), standardizes X with the training statistics,
+casts the stored dtype (float, or a compact uint8/int16/bool...) to the block
+dtype, and encodes y (one-hot classes, or standardized regression targets).
+It holds only O(d + k) numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
+
 import numpy as np
 
 from ..numerics.backend import get_xp
 
 __all__ = ["RowSelect", "Prepare", "sample_rows", "encode_targets"]
+
+#: Bytes of the float64 temporaries of one standardization step (a slab of rows of a block).
+_SLAB_BYTES = 2**20
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -94,6 +101,9 @@ class Prepare:
     device : {"cpu", "cuda"}
         Where the prepared X (and encoded Y) go: blocks are moved to the
         worker's GPU here, once, right after they are read.
+    impute : Imputation or None
+        Replaces NaN features by their training means (and appends indicator
+        columns) before standardization; ``mean``/``scale`` then have d + k entries.
     cache_token : str or None
         Names this preparation of this dataset within a fit: blocks prepared with
         the same token are interchangeable, so the engine may keep them between
@@ -110,6 +120,7 @@ class Prepare:
     raw_y: bool = False
     device: str = "cpu"
     cache_token: str | None = None
+    impute: Any = None
 
     def with_select(self, select: RowSelect | None) -> "Prepare":
         return dataclasses.replace(self, select=select)
@@ -119,10 +130,21 @@ class Prepare:
         return dataclasses.replace(self, cache_token=token)
 
     def transform_X(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64 if self.mean is not None else self.dtype)
-        if self.mean is not None:
-            X = ((X - self.mean) / self.scale).astype(self.dtype, copy=False)
-        return X
+        """Raw rows (any numeric dtype, NaN allowed with an imputation) to standardized rows in ``dtype``."""
+        if self.impute is not None:
+            X = self.impute.apply(X)
+        if self.mean is None:
+            return np.asarray(X, dtype=self.dtype)
+        # (X - mean) / scale in float64 from any stored dtype, cast to the block dtype slab by
+        # slab: the float64 temporaries stay about 1 MiB whatever the block size
+        X = np.asarray(X)
+        out = np.empty(X.shape, dtype=self.dtype)  # (b, d)
+        slab = max(1, _SLAB_BYTES // (8 * max(1, X.shape[1])))
+        for s in range(0, X.shape[0], slab):
+            Z = np.subtract(X[s : s + slab], self.mean, dtype=np.float64)
+            Z /= self.scale
+            out[s : s + slab] = Z
+        return out
 
     def __call__(self, X: np.ndarray, y: np.ndarray | None, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None] | None:
         if self.select is not None:
