@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from bigrfm import RFMClassifier, RFMRegressor
 from bigrfm.exceptions import DataError
+from bigrfm.io import convert as convert_mod
 from bigrfm.io.convert import convert, create_dataset
 from bigrfm.io.zarr_store import SlowChunkingWarning, open_dataset
 from bigrfm_cli.main import cli
@@ -78,6 +79,13 @@ def test_convert_keeps_integer_sources_compact(tmp_path, images):
     np.testing.assert_array_equal(small.read(0, 1000)[0], X)
     size = lambda p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())  # noqa: E731
     assert size(tmp_path / "u8.zarr" / "X") < 0.3 * size(tmp_path / "f32.zarr" / "X")  # a quarter, plus metadata
+    # the same rows per chunk by default: read in the same blocks, the same model bit for bit
+    assert small.chunk_rows == wide.chunk_rows
+    with create_dataset(tmp_path / "big.zarr", 784, dtype="uint8") as w:
+        w.append(np.zeros((5000, 784), np.uint8))
+    assert open_dataset(str(tmp_path / "big.zarr")).chunk_rows == convert_mod.default_chunk_rows(784, 4) == 2048
+    a, b = (RFMClassifier(**{**PARAMS, "block_rows": None}).fit_dataset(ds) for ds in (small, wide))
+    np.testing.assert_array_equal(a.M_, b.M_)
 
 
 @pytest.mark.parametrize("value, dtype, phrase", [

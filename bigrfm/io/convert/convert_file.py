@@ -80,7 +80,7 @@ def convert(
         Each row goes to ``{x_name}_val``/``{y_name}_val`` instead with this
         probability (seeded), so the split has about this fraction of rows.
     chunk_rows : int, optional
-        Rows per stored chunk (default about 8 MiB of X).
+        Rows per stored chunk (default about 8 MiB of X as float32 or float64).
     compressor : {"none", "lz4", "zstd"}
     dtype : {"float32", "float64", "float16", "uint8", "int8", "uint16", "int16", "int32", "bool"}
         dtype of X; float64 keeps the source values exactly. The compact types

@@ -355,7 +355,9 @@ def create_dataset(
         uint8: a quarter of float32 on disk and in I/O) and are cast per block when
         read; appended values that a dtype cannot hold are refused (:func:`cast_features`).
     chunk_rows : int, optional
-        Rows per stored chunk; default about 8 MiB of X per chunk.
+        Rows per stored chunk; default about 8 MiB of X per chunk, counting values
+        of a compact dtype as 4 bytes (a uint8 store has the rows per chunk of a
+        float32 one, so both are read in the same blocks and give the same model).
     compressor : {"none", "lz4", "zstd"}
         Float features barely compress (zstd ≈1.08× at a third of the read
         speed), hence no compression by default; ``"lz4"`` is Blosc-LZ4 with
@@ -393,7 +395,8 @@ def create_dataset(
     if int(n_features) < 1:
         raise InputError(f"n_features must be >= 1. Got {n_features} instead.")
     if chunk_rows is None:
-        chunk_rows = default_chunk_rows(n_features, np.dtype(dtype).itemsize)
+        # compact dtypes get float32's rows per chunk: the same blocks when read, hence the same model
+        chunk_rows = default_chunk_rows(n_features, max(np.dtype(dtype).itemsize, 4))
     if int(chunk_rows) < 1:
         raise InputError(f"chunk_rows must be >= 1. Got {chunk_rows} instead.")
     if feature_names is not None:
