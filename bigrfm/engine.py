@@ -13,13 +13,18 @@ boundaries.
 
 Backends, chosen by ``ExecConfig.scheduler``:
 
-- ``None``: a ``ThreadPoolExecutor`` in this process; Dask is never imported.
+- ``None``: a ``ThreadPoolExecutor`` in this process; Dask is never imported
+  (unless the data is a Dask collection, whose blocks each thread computes).
   While a pass runs with more than one thread, BLAS is limited to one thread
   (threadpoolctl), as on the cluster's workers.
 - ``"local"``: a ``distributed.LocalCluster`` of worker processes (one BLAS
   thread each), started on first use and reused for every later pass.
 - ``"tcp://host:port"`` (or ``tls://``, ``inproc://``, ...): an existing Dask
   scheduler; the engine closes its own ``Client`` but never the cluster.
+
+A dataset backed by a Dask collection (:mod:`bigrfm.io.dask_data`) is not
+shipped to the workers: on a cluster each block's slice of the collection is
+computed by the cluster and the block task runs where that result is.
 
 Memory is bounded: at most ``max_in_flight`` blocks per worker thread are
 submitted or waiting to be reduced at any time. On Dask backends the
@@ -51,7 +56,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import ExecConfig
-from .io.datasets import Dataset, row_blocks
+from .io.datasets import Dataset, block_bounds
 from .numerics import gpu
 from .numerics.backend import resolve_device
 from .numerics.block_cache import BLOCKS
@@ -116,22 +121,28 @@ class _RaisedInBlock:
         self.exc = exc
 
 
-def _run_block(names: tuple[str, ...], with_range: bool, start: int, stop: int, shared: tuple) -> Any:
+def _run_block(names: tuple[str, ...], with_range: bool, start: int, stop: int, shared: tuple, *rows: Any) -> Any:
     """One task: read rows [start, stop), prepare them, apply ``block_fn``.
 
     ``shared`` is ``(block_fn, dataset, prepare, cache_bytes, *broadcast_values)``, the same
     for every block. A ``prepare`` with a ``cache_token`` has its prepared blocks kept in
     this process's :data:`~bigrfm.numerics.block_cache.BLOCKS` (up to ``cache_bytes``).
+    ``rows``, when given, are the block's ``(X, y)`` already computed by the cluster (a
+    Dask collection's block); otherwise the task reads them with ``dataset.read``.
     """
     block_fn, dataset, prepare, cache_bytes, *values = shared
+
+    def read() -> tuple:
+        return tuple(rows) if rows else dataset.read(start, stop)
+
     try:
         token = getattr(prepare, "cache_token", None)
         if token is not None and cache_bytes:
             if BLOCKS.budget != cache_bytes:
                 BLOCKS.set_budget(cache_bytes)
-            out = BLOCKS.block((token, start, stop), lambda: prepare(*dataset.read(start, stop), start, stop))
+            out = BLOCKS.block((token, start, stop), lambda: prepare(*read(), start, stop))
         else:
-            out = dataset.read(start, stop)
+            out = read()
             if prepare is not None:
                 out = prepare(*out, start, stop)
         if out is None:
@@ -147,18 +158,19 @@ def _run_block(names: tuple[str, ...], with_range: bool, start: int, stop: int, 
 
 
 def _run_block_remote(names: tuple[str, ...], with_range: bool, start: int, stop: int, shared: tuple,
-                      dataset: Any = None) -> Any:
+                      dataset: Any = None, *rows: Any) -> Any:
     """``_run_block`` on a Dask worker: bigrfm errors (bad data, deterministic) are
     returned to the client rather than retried ``retries`` times; anything else
     (a flaky read, a lost connection) raises and is retried by Dask.
 
     ``dataset``, when given, replaces the dataset slot of ``shared``: an in-memory
-    dataset scattered once per engine rather than inside every pass's bundle.
+    dataset scattered once per engine rather than inside every pass's bundle. ``rows``:
+    the block's ``(X, y)`` computed by the cluster (a Dask collection's block).
     """
     if dataset is not None:
         shared = (shared[0], dataset, *shared[2:])
     try:
-        return _run_block(names, with_range, start, stop, shared)
+        return _run_block(names, with_range, start, stop, shared, *rows)
     except BigRFMError as exc:
         return _RaisedInBlock(exc)
 
@@ -424,6 +436,19 @@ class Engine:
         log.info("connected to Dask scheduler %s (%d workers)", address, len(client.nthreads()))
         return client
 
+    def compute(self, *collections: Any) -> tuple:
+        """Compute Dask collections where this engine runs blocks (small results: counts, lengths).
+
+        Threads: Dask's threaded scheduler with this engine's number of threads.
+        A cluster: submitted to it and gathered here.
+        """
+        if self._kind == "threads":
+            import dask  # noqa: PLC0415
+
+            return tuple(dask.compute(*collections, scheduler="threads", num_workers=self._n_threads()))
+        client = self._dask_client()
+        return tuple(client.gather(client.compute(list(collections))))
+
     # -- passes -------------------------------------------------------------------------
 
     def map_reduce(
@@ -447,7 +472,10 @@ class Engine:
             when ``with_range``); a picklable module-level function or small
             frozen dataclass.
         dataset : Dataset
-            Read by each task with ``dataset.read(start, stop)``.
+            Read by each task with ``dataset.read(start, stop)``; on a Dask
+            cluster, a dataset with ``block_collections(start, stop)`` (a Dask
+            collection's) has each block computed by the cluster instead, and the
+            task runs on the worker that holds it.
         broadcast : mapping of str to object, optional
             Keyword arguments shared by all blocks; sent to each worker once per pass.
         prepare : callable, optional
@@ -468,7 +496,7 @@ class Engine:
         The reduced result, or None when every block was skipped.
         """
         rows = int(block_rows or self.block_rows(dataset.n_features, getattr(dataset, "chunk_rows", None), dataset.n_rows))
-        blocks = row_blocks(dataset.n_rows, rows)
+        blocks = block_bounds(dataset, rows)
         names = tuple(broadcast or {})
         shared = (block_fn, dataset, prepare, self._cache_bytes(), *(broadcast or {}).values())
         t0 = time.perf_counter()
@@ -512,22 +540,32 @@ class Engine:
         n_threads = self._await_workers(client)
         window = max(1, self.config.max_in_flight * n_threads)
         dataset = shared[1]
-        # An in-memory dataset goes to the workers once per engine (once per fit), not
-        # once per pass; a store description (a few strings) travels in the bundle.
-        in_memory = not _is_description(dataset)
-        if in_memory:
+        # A Dask collection's graph goes to the scheduler block by block (the workers compute
+        # each block where it lives), never the whole collection to every worker. An
+        # in-memory dataset goes to the workers once per engine (once per fit), not once
+        # per pass; a store description (a few strings) travels in the bundle.
+        lazy = hasattr(dataset, "block_collections")
+        in_memory = not lazy and not _is_description(dataset)
+        if lazy or in_memory:
             shared = (shared[0], None, *shared[2:])
         # Scatter once per pass, not per task: block_fn, prepare and the broadcast values
         # (and a store description), as one object (one dependency per task). hash=False
         # gives a fresh key, so passes never collide.
         inputs: dict[str, Any] = {}
 
-        def scattered() -> tuple:
-            """The bundle and the dataset's future, scattered again when their workers died."""
+        def scattered(i: int) -> tuple:
+            """Block i's inputs: the bundle (scattered again when its workers died), then the
+            in-memory dataset's future, or a collection's block computed by the cluster."""
             if inputs.get("bundle") is None or inputs["bundle"].status != "finished":
                 [inputs["bundle"]] = client.scatter([tuple(shared)], broadcast=True, hash=False)
-            data = (self._scattered_dataset(client, dataset),) if in_memory else ()
-            return (inputs["bundle"], *data)
+            if in_memory:
+                return (inputs["bundle"], self._scattered_dataset(client, dataset))
+            if lazy:
+                X, y = dataset.block_collections(*blocks[i])
+                # computed by the workers; the block task is placed where the result is
+                parts = client.compute([a for a in (X, y) if a is not None and hasattr(a, "__dask_graph__")])
+                return (inputs["bundle"], None, parts[0], parts[1] if len(parts) > 1 else y)
+            return (inputs["bundle"],)
 
         pass_id = uuid.uuid4().hex[:8]
         fn_name = getattr(shared[0], "__name__", type(shared[0]).__name__)
@@ -539,7 +577,7 @@ class Engine:
 
         def task(i: int, attempt: int = 0) -> Any:
             return client.submit(
-                _run_block_remote, names, with_range, *blocks[i], *scattered(),
+                _run_block_remote, names, with_range, *blocks[i], *scattered(i),
                 key=f"bigrfm-{fn_name}-{pass_id}-{i}" + (f"-again{attempt}" if attempt else ""),
                 retries=self.config.retries, pure=False,
             )

@@ -12,6 +12,10 @@ temporary folder (an absolute path), which appears at ``out`` whole when the
 pass is done (:mod:`bigrfm.io.atomic`): on a remote cluster, ``out`` must be
 on a filesystem every worker can write. R^2 comes from the targets' streaming
 moments (:class:`bigrfm.io.stats.Moments`), exact for targets with a large mean.
+
+:class:`BlockPredict` is the same per-block prediction as one picklable
+callable, which the estimators map over a Dask collection lazily (and over the
+blocks of a zarr array).
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ import numpy as np
 from .exceptions import DataError, InputError, SolverError
 from .io.atomic import atomic_folder
 from .io.stats import Moments, check_finite
+from .io.missing import Imputation
 from .model.predictors import scores_to_proba
 from .model.prepare import Prepare
-from .numerics.backend import resolve_device, to_numpy
+from .numerics.backend import resolve_device, resolve_dtype, to_numpy
 
-__all__ = ["OutputMap", "predict_dataset", "evaluate_dataset"]
+__all__ = ["OutputMap", "BlockPredict", "prepare_of", "predict_dataset", "evaluate_dataset"]
+
+#: What :class:`BlockPredict` returns: standardized scores, predictions, probabilities, decision values.
+KINDS = ("scores", "predict", "proba", "decision")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -56,15 +64,84 @@ class OutputMap:
         return (pred.ravel() if self.y_ndim == 1 else pred), None
 
 
-def _prepare_of(est: Any, engine: Any) -> Prepare:
-    """Standardize with the model's statistics, in the engine's dtype and on the engine's device.
+def prepare_of(est: Any, dtype: str | None = None, device: str | None = None) -> Prepare:
+    """How a fitted estimator prepares raw rows: imputation, standardization, cast to the block dtype.
 
     Where and in which dtype a pass runs is the engine's choice (the command line's, for
     ``bigrfm predict``), not the saved model's: a model fitted on a GPU predicts on a
     CPU-only machine, and ``--device cuda`` moves a CPU-fitted model's passes to the GPU.
+    ``dtype`` / ``device`` default to the estimator's own settings.
     """
-    config = engine.config
-    return Prepare(est.x_mean_, est.x_scale_, config.dtype, raw_y=True, device=resolve_device(config.device))
+    device = resolve_device(device or est.device)
+    dtype = dtype or resolve_dtype(est.dtype, device)
+    impute = Imputation.of(getattr(est, "impute_values_", None), getattr(est, "indicator_features_", None))
+    return Prepare(est.x_mean_, est.x_scale_, dtype, raw_y=True, device=device, impute=impute)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BlockPredict:
+    """Raw rows (b, d) -> the model's output for them, as one picklable callable.
+
+    Holds the model's small arrays (centers, coefficients, metric factor: what a
+    pass broadcasts), prepared once, so mapping it over many blocks sends them once.
+
+    Attributes
+    ----------
+    prepare : Prepare
+    predict_fn : callable
+        The predictor's block function.
+    broadcast : dict
+        Its arrays (numpy, block dtype).
+    output : OutputMap
+    n_outputs : int
+        Columns of the scores (classes, or regression targets).
+    kind : {"scores", "predict", "proba", "decision"}
+        Standardized one-hot or regression scores (b, c); predictions in the
+        user's units or labels; class probabilities (b, k); decision values
+        ((b,) for two classes, else (b, k)).
+    """
+
+    prepare: Prepare
+    predict_fn: Any
+    broadcast: dict
+    output: OutputMap
+    n_outputs: int
+    kind: str
+
+    @classmethod
+    def of(cls, est: Any, kind: str) -> "BlockPredict":
+        if kind not in KINDS:
+            raise InputError(f"kind must be one of {list(KINDS)}. Got {kind!r} instead.")
+        pred = est.predictor_
+        prep = prepare_of(est)
+        return cls(prep, pred.predict_fn, pred.broadcast(np, prep.dtype), OutputMap.of(est), pred.n_outputs, kind)
+
+    @property
+    def n_out(self) -> int | None:
+        """Columns of the output; None when it is one value per row."""
+        c = self.n_outputs
+        if self.kind == "scores" or self.kind == "proba":
+            return c
+        if self.kind == "decision":
+            return None if c == 2 else c
+        return None if self.output.classes is not None or self.output.y_ndim == 1 else c
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Of the output: the labels' for class predictions, else float64."""
+        if self.kind == "predict" and self.output.classes is not None:
+            return np.asarray(self.output.classes).dtype
+        return np.dtype(np.float64)
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        Xp, _ = self.prepare(X, None, 0, X.shape[0])
+        s = _scores(Xp, self.broadcast, self.predict_fn)
+        if self.kind == "scores":
+            return s
+        if self.kind == "decision":
+            return s[:, 1] - s[:, 0] if s.shape[1] == 2 else s
+        pred, proba = self.output(s)
+        return proba if self.kind == "proba" else pred
 
 
 def _scores(X: Any, predictor_bc: dict, predict_fn: Any, start: int, source: str | None) -> np.ndarray:
@@ -169,7 +246,7 @@ def predict_dataset(est: Any, dataset: Any, out: str | Path, engine: Any, *, pro
             dataset,
             broadcast={**est.predictor_.broadcast(np, engine.config.dtype), "predict_fn": est.predictor_.predict_fn, "out": str(tmp),
                        "output": output, "proba": proba, "source": getattr(dataset, "path", None)},
-            prepare=_prepare_of(est, engine),
+            prepare=prepare_of(est, engine.config.dtype, engine.config.device),
             block_rows=block_rows,
             with_range=True,
             progress=progress,
@@ -188,7 +265,7 @@ def evaluate_dataset(est: Any, dataset: Any, engine: Any, *, progress: Any = Non
         dataset,
         broadcast={**est.predictor_.broadcast(np, engine.config.dtype), "predict_fn": est.predictor_.predict_fn, "output": output,
                    "source": getattr(dataset, "path", None)},
-        prepare=_prepare_of(est, engine),
+        prepare=prepare_of(est, engine.config.dtype, engine.config.device),
         block_rows=_block_rows(engine, dataset),
         with_range=True,
         progress=progress,

@@ -29,8 +29,12 @@ _MAX_NAMED_TICKS = 40
 
 
 def _names(est: Any, d: int) -> list[str]:
+    """Names of M's d columns: the features', then ``missing(name)`` for each indicator column."""
     names = getattr(est, "feature_names_in_", None)
-    return [str(n) for n in names] if names is not None else [f"x{i}" for i in range(d)]
+    indicators = getattr(est, "indicator_features_", None)
+    n_in = d - (0 if indicators is None else len(indicators))
+    base = [str(n) for n in names] if names is not None else [f"x{i}" for i in range(n_in)]
+    return base + ([] if indicators is None else [f"missing({base[j]})" for j in indicators])
 
 
 def _check_count(name: str, value: Any, allow_none: bool = True) -> None:

@@ -142,6 +142,9 @@ def _task_of(dataset: Any, task: str) -> str:
 @click.option("--cg-tol", type=float, default=None, help="CG relative residual (default 1e-3; CG also stops when the validation score stops improving; 0 runs to --cg-maxiter).")
 @click.option("--cg-maxiter", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--missing", type=click.Choice(["error", "mean"]), default="error", show_default=True,
+              help="NaN in X: error, or mean (replace by each feature's training mean, saved with the model).")
+@click.option("--add-indicator", is_flag=True, help="With --missing mean, add a 0/1 column per feature with a NaN.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint of an interrupted fit (on any cluster, workers or blocks).")
 @click.option("--restart", is_flag=True, help="Start over although a checkpoint exists (it is replaced when the new fit checkpoints).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder (and start over any checkpoint).")
@@ -149,8 +152,8 @@ def _task_of(dataset: Any, task: str) -> str:
 @_exec_options
 def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent: float, reg: float, iters: int, solver: str,
         centers: int | None, n_components: int | None, diag: bool, centering: bool, agop_power: float, agop_sample: int | None,
-        val_fraction: float, cg_tol: float, cg_maxiter: int, seed: int, resume: bool, restart: bool, overwrite: bool, as_json: bool,
-        x_name: str, y_name: str, **exec_opts: Any) -> None:
+        val_fraction: float, cg_tol: float, cg_maxiter: int, seed: int, missing: str, add_indicator: bool, resume: bool,
+        restart: bool, overwrite: bool, as_json: bool, x_name: str, y_name: str, **exec_opts: Any) -> None:
     """Fit an RFM on the Zarr dataset DATA and write a model folder.
 
     Streams DATA block by block through a Dask cluster (an in-process
@@ -177,7 +180,7 @@ def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent:
         centering=centering, agop_power=agop_power, agop_sample=agop_sample, validation_fraction=val_fraction,
         random_state=seed, n_centers=centers, n_components=n_components, cg_tol=cg_tol, cg_maxiter=cg_maxiter,
         device=config.device, dtype=config.dtype, block_rows=config.block_rows, scheduler=config.scheduler,
-        n_workers=config.n_workers, memory_budget=config.memory_budget,
+        n_workers=config.n_workers, memory_budget=config.memory_budget, missing=missing, add_indicator=add_indicator,
     )
     fingerprint = fit_fingerprint(est, dataset, task, config)
     progress = PassProgress(enabled=not as_json or sys.stderr.isatty())

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from bigrfm import load_model
 from bigrfm.io.convert import create_dataset
 from bigrfm_cli.main import cli
+from closeness import assert_close
 
 BIGRFM = [sys.executable, "-m", "bigrfm_cli.main"]
 
@@ -61,7 +62,7 @@ def test_fit_predict_evaluate_regression(tmp_path, regression):
     r = run("predict", tmp_path / "m", test, "--out", tmp_path / "p.zarr", "--scheduler", "threads", "--block-rows", 33)
     assert r.exit_code == 0, r.output
     pred = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")["y_pred"][:]
-    np.testing.assert_allclose(pred, model.predict(X[600:]), rtol=1e-10)
+    assert_close(pred, model.predict(X[600:]), 1e-10)
     r = run("evaluate", tmp_path / "m", test, "--json", "--scheduler", "threads")
     metrics = json.loads(r.output.strip().splitlines()[-1])
     rmse = float(np.sqrt(np.mean((model.predict(X[600:]) - y[600:]) ** 2)))
@@ -133,8 +134,8 @@ def test_resume_after_kill_reaches_the_same_model(tmp_path):
     assert r.returncode == 0, r.stderr
     a, b = load_model(tmp_path / "ref"), load_model(out)
     assert a.best_iter_ == b.best_iter_
-    np.testing.assert_allclose(b.M_, a.M_, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(b.predict(X[:100]), a.predict(X[:100]), rtol=1e-9, atol=1e-12)
+    assert_close(b.M_, a.M_, 1e-10)
+    assert_close(b.predict(X[:100]), a.predict(X[:100]), 1e-9)
     assert not Path(f"{out}.checkpoint").exists()
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from ..config import ExecConfig
 from ..exceptions import InputError
 from ..io import stats as stats_mod
+from ..io.missing import Imputation, check_missing_option, imputation_from_stats, imputed_standardization
 from ..numerics.backend import resolve_device
 from .prepare import Prepare, RowSelect, encode_targets, sample_rows
 from .rfm import FitContext, RFMParams, RFMState, initial_state, run
@@ -80,6 +81,8 @@ class FitSettings:
     validation_fraction: float = 0.1
     standardize: bool = True
     seed: int | None = None
+    missing: str = "error"
+    add_indicator: bool = False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -94,9 +97,10 @@ class Preprocessing:
     n_train: int
     n_val: int
     solver: str
+    impute: Imputation | None = None
 
     def prepare(self, dtype: str, select: RowSelect | None = None) -> Prepare:
-        return Prepare(self.mean, self.scale, dtype, self.classes, self.y_mean, self.y_scale, select)
+        return Prepare(self.mean, self.scale, dtype, self.classes, self.y_mean, self.y_scale, select, impute=self.impute)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -151,14 +155,19 @@ def first_pass_block(
     center_select: RowSelect | None,
     classification: bool,
     source: str | None = None,
+    missing: str = "error",
 ) -> _FirstPass:
-    """Statistics of the training rows of one raw block, plus its validation and center rows."""
+    """Statistics of the training rows of one raw block, plus its validation and center rows.
+
+    With ``missing="mean"`` NaN in X is allowed (±inf is not) and X's moments skip it.
+    """
     start, stop = block_range
-    stats_mod.check_finite(X, y, start, source=source)
+    skip_nan = missing == "mean"
+    stats_mod.check_finite(X, y, start, source=source, allow_nan=skip_nan)
     val_mask = None if val_select is None else val_select.mask(start, stop)
     train_mask = None if val_mask is None else ~val_mask
     Xt, yt = (X, y) if train_mask is None else (X[train_mask], None if y is None else y[train_mask])
-    stats = stats_mod.block_stats(Xt, yt, classification=classification)
+    stats = stats_mod.block_stats(Xt, yt, classification=classification, skip_nan=skip_nan)
     val = _Rows([], []) if val_mask is None else _take(X, y, val_mask)
     centers = _Rows([], []) if center_select is None else _take(X, y, center_select.mask(start, stop))
     return _FirstPass(stats, val, centers)
@@ -225,6 +234,7 @@ def fit_dataset(
         a different explicit ``settings.seed`` is refused.
     """
     n, d = dataset.n_rows, dataset.n_features
+    check_missing_option(settings.missing)
     device = resolve_device(config.device)
     block_rows = engine.block_rows(d, getattr(dataset, "chunk_rows", None), n)
     seed = _resolve_seed(settings.seed, state)
@@ -273,14 +283,26 @@ def fit_dataset(
             "center_select": center_select,
             "classification": params.classification,
             "source": getattr(dataset, "path", None),
+            "missing": settings.missing,
         },
         block_rows=block_rows,
         with_range=True,
         progress=progress,
     )
     mean, std, found_classes, y_mean, y_std = _summarize(first.stats, params.classification)
+    impute = None
+    if settings.missing == "mean":
+        impute = imputation_from_stats(first.stats.x, add_indicator=settings.add_indicator,
+                                       feature_names=getattr(dataset, "feature_names", None))
+        mean, std = imputed_standardization(first.stats.x, impute)
+    d_model = d if impute is None else impute.n_features_out  # columns the kernel sees
     if params.classification and classes is None:
         classes = found_classes
+        if classes.dtype.kind == "f" and not np.all(np.mod(classes, 1) == 0):
+            raise InputError(
+                "Unknown label type: continuous. The targets hold non-integer floats, so they are not classes; "
+                "fit a regressor instead (or pass --task regression)."
+            )
     if params.classification and classes.size < 2:
         raise InputError(
             f"The training targets hold a single class ({classes[0]!r}); a classifier needs at least two."
@@ -294,12 +316,14 @@ def fit_dataset(
         n_train=n_train,
         n_val=0,
         solver=solver_name,
+        impute=impute,
     )
     prep = dataclasses.replace(pre.prepare(config.dtype), device=device)
 
     Xv_raw, yv_raw = first.val.arrays(d)
     if validation is not None:
-        Xv_raw, yv_raw = gather_validation(validation, engine, rng_val, block_rows=block_rows)
+        Xv_raw, yv_raw = gather_validation(validation, engine, rng_val, block_rows=block_rows,
+                                           allow_nan=impute is not None)
     X_val = Y_val = None
     if Xv_raw.shape[0] and pre.classes is not None:
         unseen = np.setdiff1d(np.unique(yv_raw), pre.classes)
@@ -315,7 +339,7 @@ def fit_dataset(
         Y_val = encode_targets(yv_raw, pre.classes, pre.y_mean, pre.y_scale)
     pre = dataclasses.replace(pre, n_val=0 if X_val is None else X_val.shape[0])
 
-    centers = np.zeros((0, d))
+    centers = np.zeros((0, d_model))
     center_targets = None
     if center_select is not None:
         Xc_raw, yc_raw = first.centers.arrays(d)
@@ -367,8 +391,9 @@ def _resolve_seed(seed: int | None, state: RFMState | None) -> int:
 
 def _summarize(stats: stats_mod.BlockStats, classification: bool) -> tuple:
     """(mean, std, classes, y_mean, y_std) from the combined first-pass statistics."""
-    if stats.x.count == 0:
+    if (stats.x.rows if isinstance(stats.x, stats_mod.NanMoments) else stats.x.count) == 0:
         raise InputError("No training rows left after holding out the validation rows.")
+    x_std = stats.x.imputed_std if isinstance(stats.x, stats_mod.NanMoments) else stats.x.std
     if classification:
-        return stats.x.mean, stats.x.std, stats.y.labels, None, None
-    return stats.x.mean, stats.x.std, None, stats.y.mean, stats.y.std
+        return stats.x.mean, x_std, stats.y.labels, None, None
+    return stats.x.mean, x_std, None, stats.y.mean, stats.y.std

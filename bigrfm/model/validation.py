@@ -44,11 +44,12 @@ def rank(score: float | None) -> float:
 
 def gather_block(
     X: np.ndarray, y: np.ndarray | None, *, block_range: tuple[int, int], select: RowSelect | None,
-    source: str | None, x_name: str, y_name: str,
+    source: str | None, x_name: str, y_name: str, allow_nan: bool = False,
 ) -> tuple[list, list]:
-    """The selected rows of one raw block (all of them when ``select`` is None), after a finiteness check."""
+    """The selected rows of one raw block (all of them when ``select`` is None), after a finiteness check
+    (NaN features allowed with ``allow_nan``: the model imputes them)."""
     start, stop = block_range
-    stats_mod.check_finite(X, y, start, source=source, x_name=x_name, y_name=y_name)
+    stats_mod.check_finite(X, y, start, source=source, x_name=x_name, y_name=y_name, allow_nan=allow_nan)
     keep = None if select is None else select.mask(start, stop)
     if keep is None:
         return [X], [y]
@@ -60,11 +61,12 @@ def _concat(a: tuple[list, list], b: tuple[list, list]) -> tuple[list, list]:
 
 
 def gather_validation(validation: Any, engine: Any, rng: np.random.Generator, *, block_rows: int | None = None,
-                      progress: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+                      progress: Any = None, allow_nan: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw rows of a validation dataset, at most :data:`VALIDATION_CAP` (a seeded sample beyond), in row order.
 
     One pass through ``engine``; a NaN or inf raises a DataError naming the
-    array (``X_val``/``y_val`` for a stored split) and the row.
+    array (``X_val``/``y_val`` for a stored split) and the row (NaN features
+    pass with ``allow_nan``).
     """
     n = validation.n_rows
     select = None if n <= VALIDATION_CAP else RowSelect(sample_rows(rng, n, VALIDATION_CAP), include=True)
@@ -72,7 +74,8 @@ def gather_validation(validation: Any, engine: Any, rng: np.random.Generator, *,
         gather_block,
         validation,
         broadcast={"select": select, "source": getattr(validation, "path", None),
-                   "x_name": getattr(validation, "x_name", "X_val"), "y_name": getattr(validation, "y_name", "y_val")},
+                   "x_name": getattr(validation, "x_name", "X_val"), "y_name": getattr(validation, "y_name", "y_val"),
+                   "allow_nan": allow_nan},
         reduce=_concat,
         block_rows=block_rows,
         with_range=True,
