@@ -37,6 +37,7 @@ def save_checkpoint(state: RFMState, path: str | os.PathLike, fingerprint: dict)
         "t": state.t,
         "best_iter": state.best_iter,
         "best_score": state.best_score,
+        "stop": state.stop,
         "best_kind": kind,
         "kernel": None if state.best_predictor is None else kernel_to_dict(state.best_predictor.kernel),
         "history": [r.as_dict() for r in state.history],
@@ -67,6 +68,7 @@ def load_checkpoint(path: str | os.PathLike, fingerprint: dict) -> RFMState:
             best_score=c.get("best_score"),
             best_M=c.array("best_M", required=False),
             best_predictor=best,
+            stop=c.meta.get("stop"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFormatError(f"The checkpoint at {path} is damaged or from another version ({type(exc).__name__}: {exc}).") from None

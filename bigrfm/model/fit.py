@@ -25,6 +25,7 @@ from ..io import stats as stats_mod
 from ..numerics.backend import resolve_device
 from .prepare import Prepare, RowSelect, encode_targets, sample_rows
 from .rfm import FitContext, RFMParams, RFMState, run
+from . import scale
 
 __all__ = [
     "FitSettings",
@@ -34,6 +35,7 @@ __all__ = [
     "exact_row_limit",
     "max_centers",
     "default_n_centers",
+    "screen_rows",
     "VALIDATION_CAP",
 ]
 
@@ -221,8 +223,9 @@ def fit_dataset(
     n, d = dataset.n_rows, dataset.n_features
     device = resolve_device(config.device)
     block_rows = config.rows_per_block(d, getattr(dataset, "chunk_rows", None), n)
-    seeds = np.random.SeedSequence(settings.seed).spawn(4)
-    rng_val, rng_centers, rng_agop, rng_solver = (np.random.default_rng(s) for s in seeds)
+    # a fifth stream for the scale screen leaves the first four (and fits with a fixed scale) unchanged
+    seeds = np.random.SeedSequence(settings.seed).spawn(5)
+    rng_val, rng_centers, rng_agop, rng_solver, rng_screen = (np.random.default_rng(s) for s in seeds)
 
     val_idx = np.zeros(0, np.int64)
     if validation is None and settings.validation_fraction > 0:
@@ -256,13 +259,17 @@ def fit_dataset(
         center_select = RowSelect(sample_rows(rng_centers, n, m, exclude=val_idx), include=True)
     else:
         center_select = None
+    # rows the first pass keeps in memory: the centers, or (rff choosing its scale) the screening rows
+    kept_select = center_select
+    if center_select is None and params.auto_scale:
+        kept_select = RowSelect(sample_rows(rng_screen, n, scale.SCREEN_ROWS, exclude=val_idx), include=True)
 
     first: _FirstPass = engine.map_reduce(
         first_pass_block,
         dataset,
         broadcast={
             "val_select": RowSelect(val_idx, include=True) if val_idx.size else None,
-            "center_select": center_select,
+            "center_select": kept_select,
             "classification": params.classification,
             "source": getattr(dataset, "path", None),
         },
@@ -310,10 +317,17 @@ def fit_dataset(
 
     centers = np.zeros((0, d))
     center_targets = None
-    if center_select is not None:
+    if kept_select is not None:
         Xc_raw, yc_raw = first.centers.arrays(d)
         centers = pre.prepare(config.dtype).transform_X(Xc_raw).astype(np.float64)
         center_targets = encode_targets(yc_raw, pre.classes, pre.y_mean, pre.y_scale)
+    screen = None
+    if params.auto_scale:
+        screen = screen_rows(centers, center_targets, X_val, Y_val, rng_screen,
+                             all_rows=solver_name == "exact" and centers.shape[0] <= scale.SCREEN_ROWS,
+                             memory_budget=config.memory_budget)
+    if center_select is None:
+        centers, center_targets = np.zeros((0, d)), None
 
     agop_select = train_select
     if settings.agop_sample is not None and settings.agop_sample < n_train:
@@ -338,11 +352,39 @@ def fit_dataset(
         dtype=config.dtype,
         progress=progress,
         device=device,
+        screen=screen,
     )
     solver = _make_solver(solver_name, params, settings, rng_solver)
     log.info("fit: n_train=%d n_val=%d d=%d solver=%s centers=%d", n_train, pre.n_val, d, solver_name, centers.shape[0])
     state = run(ctx, params, solver, state, on_iteration=on_iteration)
     return FitResult(state, pre)
+
+
+def screen_rows(
+    X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None, Y_val: np.ndarray | None, rng: np.random.Generator,
+    *, all_rows: bool, memory_budget: int,
+) -> scale.ScreenRows:
+    """The rows that choose the kernel's scale (:mod:`bigrfm.model.scale`), from the rows held in memory.
+
+    ``all_rows`` (exact solver): X are all the training rows and all are screened; otherwise a seeded sample
+    of at most ``SCREEN_ROWS`` of them. At most ``SCREEN_VAL_ROWS`` validation rows (seeded) score the
+    candidates, and ``MEDIAN_ROWS`` screening rows set the scale. The distance matrices are shared between
+    candidates when two of each (distances and kernel values, float64) take at most 80% of ``memory_budget``.
+    """
+
+    def sample(n: int, k: int) -> np.ndarray | slice:
+        return slice(None) if n <= k else np.sort(rng.choice(n, size=k, replace=False))
+
+    if not all_rows:
+        keep = sample(X.shape[0], scale.SCREEN_ROWS)
+        X, Y = X[keep], Y[keep]
+    if X_val is not None:
+        keep = sample(X_val.shape[0], scale.SCREEN_VAL_ROWS)
+        X_val, Y_val = X_val[keep], Y_val[keep]
+    s, v = X.shape[0], 0 if X_val is None else X_val.shape[0]
+    share = 2 * 8 * s * (s + v) <= 0.8 * memory_budget
+    return scale.ScreenRows(X, Y, X_val, Y_val, X[sample(s, scale.MEDIAN_ROWS)], all_rows=all_rows,
+                            share_distances=share)
 
 
 def _summarize(stats: stats_mod.BlockStats, classification: bool) -> tuple:

@@ -217,11 +217,12 @@ class NystromSolver:
                  stall_iters: int | None = DEFAULT_STALL_ITERS, val_stop: bool = True) -> None:
         self.reg, self.tol, self.maxiter, self.stall_iters, self.val_stop = reg, tol, maxiter, stall_iters, val_stop
 
-    def fit(self, kernel: Kernel, M: np.ndarray, ctx: Any, warm: Any) -> tuple[KernelPredictor, dict, np.ndarray]:
-        """See :class:`bigrfm.model.rfm.Solver`; ``warm`` is the previous iteration's alpha."""
+    def fit(self, kernel: Kernel, M: np.ndarray, ctx: Any, warm: Any, reg: float | None = None) -> tuple[KernelPredictor, dict, np.ndarray]:
+        """See :class:`bigrfm.model.rfm.Solver`; ``warm`` is the previous iteration's alpha; ``reg`` replaces
+        the solver's own for this fit."""
         n = ctx.n_train
         Z = ctx.centers
-        lam = self.reg / n
+        lam = (self.reg if reg is None else reg) / n
         tol = default_cg_tol(ctx.dtype) if self.tol is None else self.tol
         pre = FalkonPreconditioner.build(kernel_matrix(kernel, M, Z, Z), lam, ctx.dtype, overwrite_k=True)
         bc = KernelPredictor(kernel, M, Z, np.zeros((Z.shape[0], 1))).broadcast(np, ctx.dtype)
