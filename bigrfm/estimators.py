@@ -45,13 +45,33 @@ __all__ = ["RFMRegressor", "RFMClassifier", "load_model"]
 _PARAMS_DOC = """
     kernel : {"laplace", "gaussian", "exp_power"}, default="laplace"
         Radial Mahalanobis kernel k_M(x, z) = phi(||x - z||_M).
-    bandwidth : float > 0, default=10.0
-        Length scale L of the kernel (in standardized units).
-    reg : float > 0, default=1e-3
-        Ridge regularization of the kernel regression.
+    bandwidth : float > 0 or "auto", default="auto"
+        Length scale L of the kernel. ``"auto"``: chosen on the validation
+        rows in every iteration, in that iteration's metric M (its scale
+        changes with every AGOP update): at t = 0 among 0.5, 1, 2 and 4 times
+        the median pairwise distance ||x - z||_M of a seeded sample of 1,000
+        training rows, later among 0.5, 1 and 2 times the previous ratio.
+        Candidates are ranked by the validation MSE of the predictions (the
+        one-hot scores for a classifier). A number fixes L (standardized
+        units; 10 is the reference implementation's value).
+    reg : float > 0 or "auto", default="auto"
+        Ridge regularization of the kernel regression. ``"auto"``: chosen on
+        the validation rows at t = 0, jointly with the bandwidth, among 1e-3,
+        0.1 and 1, and kept for the later iterations. With the exact solver up
+        to 4,000 training rows the candidates share one distance matrix and
+        the winner is the fit; otherwise they are screened by exact kernel
+        ridge on 4,000 seeded training rows and the winner is fitted on all
+        rows (``bigrfm.model.scale``). Without validation rows: ratio 2 and
+        reg 1e-3.
     iters : int >= 0, default=5
-        Number of AGOP updates T; iterations t = 0..T are fitted and the one
-        with the best validation score is kept. ``iters=0`` is plain kernel ridge.
+        Most AGOP updates T; iterations t = 0..T are fitted (fewer when
+        ``patience`` stops the loop) and the one with the best validation score
+        is kept. ``iters=0`` is plain kernel ridge.
+    patience : int >= 1 or None, default=2
+        Stop the loop after this many iterations in a row without a better
+        validation score than the best so far (the best iteration is kept;
+        ``history_`` records the stop). None runs all ``iters`` iterations.
+        Without validation rows there is no score and no early stop.
     solver : {"auto", "exact", "nystrom", "rff"}, default="auto"
         ``"exact"``: Cholesky solve with every training row as a center.
         ``"nystrom"``: Falkon-style preconditioned CG with ``n_centers`` centers.
@@ -134,8 +154,13 @@ _ATTRS_DOC = """
         weights for ``solver="rff"``).
     best_iter_ : int
         The selected iteration t (0 = plain kernel).
+    bandwidth_, reg_ : float
+        Bandwidth and ridge of the selected iteration (chosen ones with ``"auto"``).
     history_ : list of dict
-        One record per iteration: ``iter``, ``score``, ``val_mse``, ``val_accuracy``, ``seconds``, ``solver``.
+        One record per iteration: ``iter``, ``score``, ``val_mse``, ``val_accuracy``, ``seconds``,
+        ``solver``, ``passes``, ``bandwidth``, ``reg``, ``scale`` (with ``"auto"``: the median
+        distance, the chosen ratio, every candidate's validation score) and ``stop`` (on the last
+        iteration: ``"patience"`` or ``"iters"``).
     solver_ : str
         The solver that ran (``"auto"`` resolved).
     x_mean_, x_scale_ : ndarray of shape (n_features,) or None
@@ -188,9 +213,10 @@ def check_finite_rows(name: str, a: np.ndarray, *, allow_nan: bool = False) -> N
 class _BaseRFM(BaseEstimator):
     _parameter_constraints: dict = {
         "kernel": [StrOptions(set(KERNELS))],
-        "bandwidth": [Interval(Real, 0, None, closed="neither")],
-        "reg": [Interval(Real, 0, None, closed="neither")],
+        "bandwidth": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "reg": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "iters": [Interval(Integral, 0, None, closed="left")],
+        "patience": [None, Interval(Integral, 1, None, closed="left")],
         "solver": [StrOptions({"auto", "exact", "nystrom", "rff"})],
         "diag": ["boolean"],
         "centering": ["boolean"],
@@ -217,9 +243,10 @@ class _BaseRFM(BaseEstimator):
     def __init__(
         self,
         kernel: str = "laplace",
-        bandwidth: float = 10.0,
-        reg: float = 1e-3,
+        bandwidth: float | str = "auto",
+        reg: float | str = "auto",
         iters: int = 5,
+        patience: int | None = 2,
         solver: str = "auto",
         diag: bool = False,
         centering: bool = False,
@@ -246,6 +273,7 @@ class _BaseRFM(BaseEstimator):
         self.bandwidth = bandwidth
         self.reg = reg
         self.iters = iters
+        self.patience = patience
         self.solver = solver
         self.diag = diag
         self.centering = centering
@@ -302,14 +330,19 @@ class _BaseRFM(BaseEstimator):
         from .engine import Engine  # noqa: PLC0415 - dask is imported only when fitting
 
         config = self._exec_config() if config is None else config
+        auto_bandwidth, auto_reg = self.bandwidth == "auto", self.reg == "auto"
         params = RFMParams(
-            kernel=make_kernel(self.kernel, self.bandwidth, self.exponent),
-            reg=float(self.reg),
+            # with "auto" the kernel only names the family: its bandwidth is chosen in every iteration
+            kernel=make_kernel(self.kernel, 1.0 if auto_bandwidth else self.bandwidth, self.exponent),
+            reg=1e-3 if auto_reg else float(self.reg),
             iters=int(self.iters),
             diag=bool(self.diag),
             centering=bool(self.centering),
             agop_power=float(self.agop_power),
             classification=classification,
+            auto_bandwidth=auto_bandwidth,
+            auto_reg=auto_reg,
+            patience=None if self.patience is None else int(self.patience),
         )
         settings = FitSettings(
             solver=self.solver,
@@ -509,6 +542,8 @@ class _BaseRFM(BaseEstimator):
             est.dual_coef_ = getattr(pred, "alpha", getattr(pred, "w", None))
             est.best_iter_ = int(c.get("best_iter"))
             est.history_ = list(c.get("history"))
+            est.bandwidth_ = float(pred.kernel.bandwidth)
+            est.reg_ = float(est.history_[est.best_iter_].get("reg") or est.reg)
             est.solver_ = str(c.get("solver"))
             est.x_mean_, est.x_scale_ = x_mean, x_scale
             est.impute_values_, est.indicator_features_ = impute, indicators
@@ -541,6 +576,8 @@ class _BaseRFM(BaseEstimator):
         self.dual_coef_ = getattr(predictor, "alpha", getattr(predictor, "w", None))
         self.best_iter_ = int(state.best_iter)
         self.history_ = [r.as_dict() for r in state.history]
+        self.bandwidth_ = float(predictor.kernel.bandwidth)
+        self.reg_ = float(state.history[state.best_iter].reg)
         self.solver_ = pre.solver
         self.x_mean_ = pre.mean
         self.x_scale_ = pre.scale

@@ -135,7 +135,7 @@ class BlockPredict:
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         Xp, _ = self.prepare(X, None, 0, X.shape[0])
-        s = _scores(Xp, self.broadcast, self.predict_fn)
+        s = _scores(Xp, self.broadcast, self.predict_fn, 0, None)
         if self.kind == "scores":
             return s
         if self.kind == "decision":

@@ -21,6 +21,23 @@ from bigrfm.exceptions import InputError
 _TASKS = ("auto", "classification", "regression")
 
 
+class AutoOrFloat(click.ParamType):
+    """``auto`` or a float > 0 (the bandwidth and the ridge)."""
+
+    name = "auto|float"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            v = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'auto' nor a number.", param, ctx)
+        if not v > 0:
+            self.fail(f"{value!r} must be 'auto' or a number > 0.", param, ctx)
+        return v
+
+
 class PassProgress:
     """Progress of passes over the data on stderr: blocks, rows/s, ETA (one line, rewritten)."""
 
@@ -51,8 +68,8 @@ class PassProgress:
 
 
 def _history_table(history: list[dict], best: int, classification: bool) -> str:
-    cols = [("iter", 4), ("val acc" if classification else "val rmse", 9), ("val mse", 10), ("passes", 6),
-            ("cg iters", 8), ("cg resid", 8), ("cg stop", 9), ("seconds", 8)]
+    cols = [("iter", 4), ("val acc" if classification else "val rmse", 9), ("val mse", 10), ("bandwidth", 9),
+            ("reg", 7), ("passes", 6), ("cg iters", 8), ("cg resid", 8), ("cg stop", 9), ("seconds", 8)]
     head = "  ".join(f"{name:>{w}}" for name, w in cols)
     rows = [head, "-" * len(head)]
 
@@ -62,10 +79,20 @@ def _history_table(history: list[dict], best: int, classification: bool) -> str:
     for h in history:
         metric = h["val_accuracy"] if classification else (None if h["val_mse"] is None else h["val_mse"] ** 0.5)
         sv = h["solver"]
-        values = [(h["iter"], "d"), (metric, ".4f"), (h["val_mse"], ".5f"), (h.get("passes"), "d"),
+        values = [(h["iter"], "d"), (metric, ".4f"), (h["val_mse"], ".5f"), (h.get("bandwidth"), ".4g"),
+                  (h.get("reg"), ".0e"), (h.get("passes"), "d"),
                   (sv.get("cg_iters"), "d"), (sv.get("cg_residual"), ".1e"), (sv.get("cg_stop"), "s"), (h["seconds"], ".2f")]
         line = "  ".join(cell(v, spec, w) for (v, spec), (_, w) in zip(values, cols))
         rows.append(line + ("  *" if h["iter"] == best else ""))
+    last = history[-1] if history else {}
+    if last.get("stop") == "patience":
+        rows.append(f"stopped after iteration {last['iter']}: no better validation score since iteration {best} (patience)")
+    for h in history:
+        sc = h.get("scale")
+        if sc:
+            rows.append(f"t={h['iter']}: bandwidth {h['bandwidth']:.4g} = {sc['ratio']:.3g} x median distance "
+                        f"{sc['median']:.3g}, reg {h['reg']:g}, chosen on validation among {len(sc['candidates'])} "
+                        f"candidates ({sc['seconds']:.2f}s)")
     rows.append("(* chosen iteration; passes over the training data, the AGOP pass included; cg resid is relative to the "
                 "right-hand side; validation metrics in standardized target units for regression)")
     return "\n".join(rows)
@@ -127,10 +154,15 @@ def _task_of(dataset: Any, task: str) -> str:
 @click.option("--out", "out", required=True, type=click.Path(), help="Model folder to write.")
 @click.option("--task", type=click.Choice(_TASKS), default="auto", show_default=True, help="auto: float targets are regression, integer or string targets classification.")
 @click.option("--kernel", type=click.Choice(["laplace", "gaussian", "exp_power"]), default="laplace", show_default=True)
-@click.option("--bandwidth", type=float, default=10.0, show_default=True)
+@click.option("--bandwidth", type=AutoOrFloat(), default="auto", show_default=True,
+              help="Kernel length scale, or 'auto': chosen on validation in every iteration among multiples of the "
+                   "median pairwise distance in that iteration's metric.")
 @click.option("--exponent", type=float, default=1.0, show_default=True, help="q of the exp_power kernel.")
-@click.option("--reg", type=float, default=1e-3, show_default=True)
-@click.option("--iters", type=click.IntRange(0), default=5, show_default=True)
+@click.option("--reg", type=AutoOrFloat(), default="auto", show_default=True,
+              help="Ridge, or 'auto': chosen on validation in every iteration.")
+@click.option("--iters", type=click.IntRange(0), default=5, show_default=True, help="Most AGOP updates.")
+@click.option("--patience", type=click.IntRange(0), default=2, show_default=True,
+              help="Stop after this many iterations without a better validation score (0: run all --iters).")
 @click.option("--solver", type=click.Choice(["auto", "exact", "nystrom", "rff"]), default="auto", show_default=True)
 @click.option("--centers", type=click.IntRange(1), default=None, help="Nystrom centers (default grows with n).")
 @click.option("--features", "n_components", type=click.IntRange(1), default=None, help="Random features (rff).")
@@ -150,7 +182,8 @@ def _task_of(dataset: Any, task: str) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder (and start over any checkpoint).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @_exec_options
-def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent: float, reg: float, iters: int, solver: str,
+def fit(data: str, out: str, task: str, kernel: str, bandwidth: Any, exponent: float, reg: Any, iters: int, patience: int,
+        solver: str,
         centers: int | None, n_components: int | None, diag: bool, centering: bool, agop_power: float, agop_sample: int | None,
         val_fraction: float, cg_tol: float, cg_maxiter: int, seed: int, missing: str, add_indicator: bool, resume: bool,
         restart: bool, overwrite: bool, as_json: bool, x_name: str, y_name: str, **exec_opts: Any) -> None:
@@ -176,7 +209,8 @@ def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent:
     task = _task_of(dataset, task)
     cls = RFMClassifier if task == "classification" else RFMRegressor
     est = cls(
-        kernel=kernel, bandwidth=bandwidth, exponent=exponent, reg=reg, iters=iters, solver=solver, diag=diag,
+        kernel=kernel, bandwidth=bandwidth, exponent=exponent, reg=reg, iters=iters, patience=patience or None,
+        solver=solver, diag=diag,
         centering=centering, agop_power=agop_power, agop_sample=agop_sample, validation_fraction=val_fraction,
         random_state=seed, n_centers=centers, n_components=n_components, cg_tol=cg_tol, cg_maxiter=cg_maxiter,
         device=config.device, dtype=config.dtype, block_rows=config.block_rows, scheduler=config.scheduler,
@@ -192,6 +226,7 @@ def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent:
         h = st.history[-1]
         score = "-" if h.score is None else f"{(h.val_accuracy if task == 'classification' else h.val_mse ** 0.5):.4f}"
         extra = "".join(f" {k}={v:.3g}" if isinstance(v, float) else f" {k}={v}" for k, v in h.solver.items())
+        extra += f" bandwidth={h.bandwidth:.4g} reg={h.reg:.0e}" + (" (stopped: patience)" if h.stop == "patience" else "")
         click.echo(f"iteration {h.iter}/{iters}: val {'acc' if task == 'classification' else 'rmse'} {score}, {h.seconds:.1f}s{extra}", err=True)
 
     # one fit per --out: a second one fails at once instead of racing for the checkpoint and the model

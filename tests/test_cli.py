@@ -56,7 +56,9 @@ def test_fit_predict_evaluate_regression(tmp_path, regression):
     r = run("fit", train, "--out", tmp_path / "m", "--iters", 2, "--scheduler", "threads", "--block-rows", 128, "--dtype", "float64")
     assert r.exit_code == 0, r.output
     assert "chose iteration" in r.output and "val rmse" in r.output
+    assert "bandwidth" in r.output and "x median distance" in r.output  # bandwidth="auto" by default
     model = load_model(tmp_path / "m")
+    assert model.get_params()["bandwidth"] == "auto" and model.bandwidth_ == model.history_[model.best_iter_]["bandwidth"]
     assert list(model.feature_names_in_) == [f"f{i}" for i in range(5)]
     assert len(model.history_) == 3 and model.model_metadata_["provenance"]["rows"] == 500
     r = run("predict", tmp_path / "m", test, "--out", tmp_path / "p.zarr", "--scheduler", "threads", "--block-rows", 33)
@@ -68,6 +70,19 @@ def test_fit_predict_evaluate_regression(tmp_path, regression):
     rmse = float(np.sqrt(np.mean((model.predict(X[600:]) - y[600:]) ** 2)))
     assert metrics["rows"] == 100 and metrics["rmse"] == pytest.approx(rmse, rel=1e-9)
     assert metrics["r2"] > 0.5
+
+
+def test_fit_with_fixed_values_and_no_patience(tmp_path, regression):
+    train = regression[0]
+    r = run("fit", train, "--out", tmp_path / "m", "--iters", 2, "--bandwidth", 10, "--reg", "1e-3", "--patience", 0,
+            "--scheduler", "threads", "--dtype", "float64")
+    assert r.exit_code == 0, r.output
+    model = load_model(tmp_path / "m")
+    assert [(h["bandwidth"], h["reg"], h["stop"]) for h in model.history_] == [(10.0, 1e-3, None), (10.0, 1e-3, None),
+                                                                              (10.0, 1e-3, "iters")]
+    assert model.get_params()["patience"] is None and "x median distance" not in r.output
+    r = CliRunner().invoke(cli, ["fit", train, "--out", str(tmp_path / "x"), "--bandwidth", "-1"])
+    assert r.exit_code == 2 and "must be 'auto' or a number > 0" in r.output
 
 
 def test_fit_on_local_cluster_classification_with_proba(tmp_path, classification):

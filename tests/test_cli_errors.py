@@ -57,7 +57,6 @@ def files(tmp_path_factory):
     g.create_array("y", data=y)
     f["x1d"] = str(d / "x1d.zarr")
     f["xcomplex"] = _store(d / "xcomplex.zarr", X.astype(np.complex128), y)
-    f["colchunks"] = _store(d / "colchunks.zarr", X, y, chunks=(50, 2))
     f["short_y"] = _store(d / "short_y.zarr", X, y[:150])
     Xn = X.copy()
     Xn[123, 2] = np.nan
@@ -119,7 +118,6 @@ CASES = [
     ("fit-no-X", "fit {nox} --out {dir}/o", "has no array 'X'"),
     ("fit-X-1d", "fit {x1d} --out {dir}/o", "must be 2-D"),
     ("fit-X-complex", "fit {xcomplex} --out {dir}/o", "'X'"),
-    ("fit-chunked-columns", "fit {colchunks} --out {dir}/o", "chunked along columns"),
     ("fit-y-rows", "fit {short_y} --out {dir}/o", "has 150 rows"),
     ("fit-nan-in-X", "fit {nan_x} --out {dir}/o --scheduler threads", "row 123"),
     ("fit-inf-in-y", "fit {inf_y} --out {dir}/o --scheduler threads", "row 77"),
@@ -133,9 +131,9 @@ CASES = [
     ("fit-feature-names", "fit {bad_names} --out {dir}/o", "feature_names"),
     ("fit-regression-on-strings", "fit {cls} --out {dir}/o --task regression --scheduler threads", "--task"),
     # -- fit: hyper-parameters (scikit-learn's validation, reworded with the option) -------------
-    ("fit-bandwidth-negative", "fit {good} --out {dir}/o --bandwidth -1", "--bandwidth must be"),
-    ("fit-bandwidth-zero", "fit {good} --out {dir}/o --bandwidth 0", "--bandwidth must be"),
-    ("fit-reg-negative", "fit {good} --out {dir}/o --reg -1", "--reg must be"),
+    ("fit-bandwidth-negative", "fit {good} --out {dir}/o --bandwidth -1", "'--bandwidth': '-1' must be 'auto' or a number > 0"),
+    ("fit-bandwidth-zero", "fit {good} --out {dir}/o --bandwidth 0", "'--bandwidth': '0' must be 'auto' or a number > 0"),
+    ("fit-reg-negative", "fit {good} --out {dir}/o --reg -1", "'--reg': '-1' must be 'auto' or a number > 0"),
     ("fit-agop-power-zero", "fit {good} --out {dir}/o --agop-power 0", "--agop-power must be"),
     ("fit-exponent-too-large", "fit {good} --out {dir}/o --kernel exp_power --exponent 3", "--exponent must be"),
     ("fit-cg-tol-negative", "fit {good} --out {dir}/o --cg-tol -1", "--cg-tol must be"),
@@ -226,6 +224,6 @@ def test_as_a_real_process_too(files, case):
 
 
 def test_debug_shows_the_traceback(files):
-    r = subprocess.run(BIGRFM + ["--debug"] + _args("fit {good} --out {dir}/o --bandwidth -1", files),
+    r = subprocess.run(BIGRFM + ["--debug"] + _args("fit {good} --out {dir}/o --agop-power 0", files),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "Traceback" in r.stderr

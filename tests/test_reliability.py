@@ -53,8 +53,8 @@ def _ctx(xy, engine):
 class _NaNSolver(ExactSolver):
     """The exact solver, with NaN coefficients (what a diverged solve gives)."""
 
-    def fit(self, kernel, M, ctx, warm):
-        pred, info, w = super().fit(kernel, M, ctx, warm)
+    def fit(self, kernel, M, ctx, warm, reg=None):
+        pred, info, w = super().fit(kernel, M, ctx, warm, reg=reg)
         return dataclasses.replace(pred, alpha=np.full_like(pred.alpha, np.nan)), info, w
 
 

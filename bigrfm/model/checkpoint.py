@@ -48,6 +48,7 @@ def save_checkpoint(state: RFMState, path: str | os.PathLike, fingerprint: dict)
         "t": state.t,
         "best_iter": state.best_iter,
         "best_score": state.best_score,
+        "stop": state.stop,
         "best_kind": kind,
         "seed": state.seed,
         "kernel": None if state.best_predictor is None else kernel_to_dict(state.best_predictor.kernel),
@@ -81,6 +82,7 @@ def load_checkpoint(path: str | os.PathLike, fingerprint: dict) -> RFMState:
             best_M=c.array("best_M", required=False),
             best_predictor=best,
             seed=None if c.meta.get("seed") is None else int(c.meta["seed"]),
+            stop=c.meta.get("stop"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFormatError(f"The checkpoint at {path} is damaged or from another version ({type(exc).__name__}: {exc}).") from None

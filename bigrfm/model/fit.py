@@ -27,6 +27,7 @@ from ..numerics.backend import resolve_device
 from .prepare import Prepare, RowSelect, encode_targets, sample_rows
 from .rfm import FitContext, RFMParams, RFMState, initial_state, run
 from .validation import VALIDATION_CAP, gather_validation
+from . import scale
 
 __all__ = [
     "FitSettings",
@@ -36,6 +37,7 @@ __all__ = [
     "exact_row_limit",
     "max_centers",
     "default_n_centers",
+    "screen_rows",
     "VALIDATION_CAP",
 ]
 
@@ -238,9 +240,9 @@ def fit_dataset(
     device = resolve_device(config.device)
     block_rows = engine.block_rows(d, getattr(dataset, "chunk_rows", None), n)
     seed = _resolve_seed(settings.seed, state)
-    state = dataclasses.replace(state if state is not None else initial_state(d, params.diag), seed=seed)
-    seeds = np.random.SeedSequence(seed).spawn(4)
-    rng_val, rng_centers, rng_agop, rng_solver = (np.random.default_rng(s) for s in seeds)
+    # a fifth stream for the scale screen leaves the first four (and fits with a fixed scale) unchanged
+    seeds = np.random.SeedSequence(seed).spawn(5)
+    rng_val, rng_centers, rng_agop, rng_solver, rng_screen = (np.random.default_rng(s) for s in seeds)
 
     val_idx = np.zeros(0, np.int64)
     if validation is None and settings.validation_fraction > 0:
@@ -274,13 +276,17 @@ def fit_dataset(
         center_select = RowSelect(sample_rows(rng_centers, n, m, exclude=val_idx), include=True)
     else:
         center_select = None
+    # rows the first pass keeps in memory: the centers, or (rff choosing its scale) the screening rows
+    kept_select = center_select
+    if center_select is None and params.auto_scale:
+        kept_select = RowSelect(sample_rows(rng_screen, n, scale.SCREEN_ROWS, exclude=val_idx), include=True)
 
     first: _FirstPass = engine.map_reduce(
         first_pass_block,
         dataset,
         broadcast={
             "val_select": RowSelect(val_idx, include=True) if val_idx.size else None,
-            "center_select": center_select,
+            "center_select": kept_select,
             "classification": params.classification,
             "source": getattr(dataset, "path", None),
             "missing": settings.missing,
@@ -296,6 +302,7 @@ def fit_dataset(
                                        feature_names=getattr(dataset, "feature_names", None))
         mean, std = imputed_standardization(first.stats.x, impute)
     d_model = d if impute is None else impute.n_features_out  # columns the kernel sees
+    state = dataclasses.replace(state if state is not None else initial_state(d_model, params.diag), seed=seed)
     if params.classification and classes is None:
         classes = found_classes
         if classes.dtype.kind == "f" and not np.all(np.mod(classes, 1) == 0):
@@ -341,10 +348,17 @@ def fit_dataset(
 
     centers = np.zeros((0, d_model))
     center_targets = None
-    if center_select is not None:
+    if kept_select is not None:
         Xc_raw, yc_raw = first.centers.arrays(d)
         centers = pre.prepare(config.dtype).transform_X(Xc_raw).astype(np.float64)
         center_targets = encode_targets(yc_raw, pre.classes, pre.y_mean, pre.y_scale)
+    screen = None
+    if params.auto_scale:
+        screen = screen_rows(centers, center_targets, X_val, Y_val, rng_screen,
+                             all_rows=solver_name == "exact" and centers.shape[0] <= scale.SCREEN_ROWS,
+                             memory_budget=config.memory_budget)
+    if center_select is None:
+        centers, center_targets = np.zeros((0, d)), None
 
     agop_select = train_select
     if settings.agop_sample is not None and settings.agop_sample < n_train:
@@ -369,6 +383,7 @@ def fit_dataset(
         dtype=config.dtype,
         progress=progress,
         device=device,
+        screen=screen,
     )
     solver = _make_solver(solver_name, params, settings, rng_solver)
     log.info("fit: n_train=%d n_val=%d d=%d solver=%s centers=%d", n_train, pre.n_val, d, solver_name, centers.shape[0])
@@ -387,6 +402,33 @@ def _resolve_seed(seed: int | None, state: RFMState | None) -> int:
             )
         return int(resumed)
     return int(np.random.SeedSequence().entropy) if seed is None else int(seed)
+
+
+def screen_rows(
+    X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None, Y_val: np.ndarray | None, rng: np.random.Generator,
+    *, all_rows: bool, memory_budget: int,
+) -> scale.ScreenRows:
+    """The rows that choose the kernel's scale (:mod:`bigrfm.model.scale`), from the rows held in memory.
+
+    ``all_rows`` (exact solver): X are all the training rows and all are screened; otherwise a seeded sample
+    of at most ``SCREEN_ROWS`` of them. At most ``SCREEN_VAL_ROWS`` validation rows (seeded) score the
+    candidates, and ``MEDIAN_ROWS`` screening rows set the scale. The distance matrices are shared between
+    candidates when two of each (distances and kernel values, float64) take at most 80% of ``memory_budget``.
+    """
+
+    def sample(n: int, k: int) -> np.ndarray | slice:
+        return slice(None) if n <= k else np.sort(rng.choice(n, size=k, replace=False))
+
+    if not all_rows:
+        keep = sample(X.shape[0], scale.SCREEN_ROWS)
+        X, Y = X[keep], Y[keep]
+    if X_val is not None:
+        keep = sample(X_val.shape[0], scale.SCREEN_VAL_ROWS)
+        X_val, Y_val = X_val[keep], Y_val[keep]
+    s, v = X.shape[0], 0 if X_val is None else X_val.shape[0]
+    share = 2 * 8 * s * (s + v) <= 0.8 * memory_budget
+    return scale.ScreenRows(X, Y, X_val, Y_val, X[sample(s, scale.MEDIAN_ROWS)], all_rows=all_rows,
+                            share_distances=share)
 
 
 def _summarize(stats: stats_mod.BlockStats, classification: bool) -> tuple:
