@@ -31,6 +31,7 @@ import numpy as np
 
 from ..exceptions import DataError, InputError
 from .zarr_store import as_labels
+from .datasets import PairDataset
 
 __all__ = ["DaskDataset", "dask_dataset", "is_dask_collection", "map_row_blocks", "feature_names_of"]
 
@@ -65,7 +66,7 @@ def feature_names_of(X: Any) -> tuple[str, ...] | None:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class DaskDataset:
+class DaskDataset(PairDataset):
     """A Dask array of features (and targets) seen through the dataset interface.
 
     Build one with :func:`dask_dataset`, which resolves unknown chunk sizes,
@@ -80,21 +81,6 @@ class DaskDataset:
     feature_names : tuple of str or None
     """
 
-    X: Any
-    y: Any = None
-    feature_names: tuple[str, ...] | None = None
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.X.shape[0])
-
-    @property
-    def n_features(self) -> int:
-        return int(self.X.shape[1])
-
-    @property
-    def has_y(self) -> bool:
-        return self.y is not None
 
     @property
     def dtype(self) -> str:

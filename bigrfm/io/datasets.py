@@ -11,13 +11,13 @@ zarr or dask.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..exceptions import DataError, InputError
 
-__all__ = ["Dataset", "ArrayDataset", "row_blocks", "block_bounds", "iter_blocks", "default_block_rows"]
+__all__ = ["Dataset", "PairDataset", "ArrayDataset", "row_blocks", "block_bounds", "iter_blocks", "default_block_rows"]
 
 
 @runtime_checkable
@@ -45,18 +45,12 @@ class Dataset(Protocol):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ArrayDataset:
-    """In-memory arrays seen through the dataset interface (tests, small data, estimators).
+class PairDataset:
+    """An X array and an optional y array (numpy, zarr or Dask) with the shape part of the dataset
+    interface; :class:`ArrayDataset`, ``ZarrArrayDataset`` and ``DaskDataset`` add how they are read."""
 
-    Parameters
-    ----------
-    X : ndarray, shape (n, d)
-    y : ndarray, shape (n,) or (n, c), or None
-    feature_names : sequence of str, optional
-    """
-
-    X: np.ndarray
-    y: np.ndarray | None = None
+    X: Any
+    y: Any = None
     feature_names: tuple[str, ...] | None = None
 
     @property
@@ -70,6 +64,19 @@ class ArrayDataset:
     @property
     def has_y(self) -> bool:
         return self.y is not None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ArrayDataset(PairDataset):
+    """In-memory arrays seen through the dataset interface (tests, small data, estimators).
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, d)
+    y : ndarray, shape (n,) or (n, c), or None
+    feature_names : sequence of str, optional
+    """
+
 
     @property
     def dtype(self) -> np.dtype:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import DataError
+from .datasets import PairDataset
 
 __all__ = [
     "ZarrDataset",
@@ -450,7 +451,7 @@ def open_dataset(path: str | os.PathLike, x_name: str = "X", y_name: str = "y", 
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ZarrArrayDataset:
+class ZarrArrayDataset(PairDataset):
     """``zarr.Array`` objects (features, and targets as a zarr array or a numpy array) read block by block.
 
     What the estimators make of ``fit(zarr_array, y)``: nothing is copied; each
@@ -466,21 +467,6 @@ class ZarrArrayDataset:
     feature_names : tuple of str or None
     """
 
-    X: Any
-    y: Any = None
-    feature_names: tuple[str, ...] | None = None
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.X.shape[0])
-
-    @property
-    def n_features(self) -> int:
-        return int(self.X.shape[1])
-
-    @property
-    def has_y(self) -> bool:
-        return self.y is not None
 
     @property
     def dtype(self) -> str:

@@ -74,7 +74,7 @@ MEDIAN_ROWS = 1000
 #: fit); above it, and for nystrom and rff, a seeded sample of this many is screened and the winner refitted.
 SCREEN_ROWS = 4000
 #: Most validation rows scoring the candidates.
-SCREEN_VAL_ROWS = 10_000
+SCREEN_VAL_ROWS = 4_000
 #: Candidates after the first iteration: "narrow" (the previous ratio times NARROW, the previous
 #: ridge), "all" (RATIOS and REGS again) or "keep" (the previous ratio and ridge, no screen).
 RECHOOSE = "narrow"
