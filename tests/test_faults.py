@@ -336,11 +336,19 @@ def test_ctrl_c_during_a_fit_on_a_local_cluster(tmp_path, data, reference):
     store, X = data
     out = tmp_path / "m"
     ckpt = Path(f"{out}.checkpoint")
-    proc = subprocess.Popen(BIGRFM + ["fit", store, "--out", str(out), "--workers", "2"] + FIT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    wait_for(lambda: checkpoint_t(ckpt) >= 1 or proc.poll() is not None, timeout=300, what="a first checkpoint")
-    os.killpg(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    for _ in range(3):
+        proc = subprocess.Popen(BIGRFM + ["fit", store, "--out", str(out), "--workers", "2"] + FIT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        wait_for(lambda: checkpoint_t(ckpt) >= 1 or proc.poll() is not None, timeout=300, what="a first checkpoint")
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            break
+        # the last iterations take about a second: on a loaded machine the fit may end before this
+        # process sends the signal (it then reaches an exited process); start again
+        shutil.rmtree(out)
+    else:
+        pytest.fail("the fit ended before Ctrl-C reached it in 3 tries")
     assert proc.returncode == 130, stderr
     assert "Interrupted." in stderr and "--resume" in stderr, stderr
     assert "Traceback" not in stderr and "distributed." not in stderr, stderr
