@@ -20,6 +20,7 @@ import pytest
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 sys.path.insert(0, BENCH)
 import common  # noqa: E402
+import patience_posthoc  # noqa: E402
 import peers  # noqa: E402
 import run  # noqa: E402
 import search  # noqa: E402
@@ -294,3 +295,15 @@ def test_defaults_methods_fit_once_without_search_and_compare_variants(tmp_path)
     assert "bigrfm defaults, no search" in text and "grid {" not in text
     with pytest.raises(SystemExit):
         run.main(["--methods", "defaults+nameless", "--results", "", "--json", ""])
+
+
+def test_patience_posthoc_finds_where_the_rule_stops(tmp_path):
+    # best at t = 1; t = 2 and 3 do not beat it: a patience of 2 ends the loop after t = 3
+    assert patience_posthoc.stop_index([0.5, 0.6, 0.55, 0.58, 0.7, 0.8], 2) == 3
+    assert patience_posthoc.stop_index([0.5, float("nan"), 0.4], 2) == 2  # NaN ranks lowest
+    assert patience_posthoc.stop_index([0.1, 0.2, 0.3], 1) == 2  # always improving: all of them
+    rec = {"method": "defaults+fixed", "val_scores": [0.5, 0.6, 0.55, 0.58, 0.7, 0.8], "best_iter": 5,
+           "iter_seconds": [1.0] * 6}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"records": [rec]}))
+    assert patience_posthoc.main([str(path)]) == 0
