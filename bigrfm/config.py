@@ -92,9 +92,9 @@ class ExecConfig:
         keep of prepared training blocks and their rows mapped through the
         metric, so that passes after the first skip reading, standardizing and
         mapping them (:mod:`bigrfm.numerics.block_cache`); 0 turns it off.
-        768 MiB by default: flights-3m's 2.85M training rows or Fashion-MNIST's
+        512 MiB by default: flights-3m's 2.85M training rows or Fashion-MNIST's
         60,000 images (float32) fit with their mapped rows, and fitting a 4 GiB
-        Dask array peaks at 1.23 GB of RSS (tests/test_memory.py).
+        Dask array stays well under 1.5 GB of RSS (tests/test_memory.py).
     memory_budget : int
         Bytes the client may use for the exact solver's n x n matrix or the
         two m x m float64 factors of the Nystrom solver; decides ``solver="auto"``,
@@ -115,7 +115,7 @@ class ExecConfig:
     worker_timeout: float = 60.0
     worker_log_level: str | None = None
     memory_budget: int = DEFAULT_MEMORY_BUDGET
-    cache_bytes: int = 768 * 2**20
+    cache_bytes: int = 512 * 2**20
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

@@ -4,7 +4,7 @@ A subprocess fits a lazily generated 4 GiB Dask array (float32, 8.4 million
 rows x 128) with the estimator's default execution settings (threads in this
 process) and reports its peak resident set size. What it may hold: the
 interpreter with numpy, scipy, scikit-learn and dask (about 0.2 GB), the block
-cache of prepared rows (``ExecConfig.cache_bytes``, 768 MiB by default), the compiled kernels (Numba, about 0.1 GB), and a
+cache of prepared rows (``ExecConfig.cache_bytes``, 512 MiB by default), the compiled kernels (Numba, about 0.1 GB), and a
 few blocks per thread (16 MiB each). The model is small on purpose (64
 centers, one CG iteration, no AGOP update): this tests memory, not accuracy,
 and it still makes three passes over the 4 GiB.
