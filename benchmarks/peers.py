@@ -92,6 +92,33 @@ def run_bigrfm(d: dict, seed: int, grid: dict, iters: int, want_kernel: bool, pa
     return [on_features(r, info) for r in out]
 
 
+def run_defaults(d: dict, seed: int, params: dict, method: str = "defaults") -> dict:
+    """bigrfm fitted once with its defaults and no search: ``RFMClassifier`` / ``RFMRegressor``
+    ``(random_state=seed, **params).fit(X_train, y_train, X_val, y_val)`` (``params`` empty: the estimator's
+    own defaults). The record keeps what the fit chose: the selected iteration, the iterations it ran and why
+    it stopped, and the bandwidth and ridge of each iteration (from ``history_``)."""
+    from bigrfm import RFMClassifier, RFMRegressor
+
+    task = d["task"]
+    cls = RFMClassifier if task == "classification" else RFMRegressor
+    model = cls(random_state=seed, **params)
+    t0 = time.perf_counter()
+    model.fit(d["X_train"], d["y_train"], d["X_val"], d["y_val"])
+    fit_s = time.perf_counter() - t0
+    pred, pred_s = timed_predict(model, d["X_test"])
+    hist = model.history_
+    best = hist[model.best_iter_]
+    bw = [h.get("bandwidth", model.bandwidth) for h in hist]
+    regs = [h.get("reg", model.reg) for h in hist]
+    stop = hist[-1].get("stop")
+    config = f"L={bw[model.best_iter_]:.3g} reg={regs[model.best_iter_]:.0e} ran {len(hist)}" + (f" ({stop})" if stop else "")
+    return {"method": method, "test": score(task, d["y_test"], pred), "fit_s": fit_s, "predict_s": pred_s,
+            "params": params, "config": config, "best_iter": int(model.best_iter_), "iters_run": len(hist),
+            "stop": stop, "bandwidths": bw, "regs": regs, "solver": model.solver_,
+            "val_accuracy": best["val_accuracy"], "val_mse": best["val_mse"],
+            "val_scores": [h["score"] for h in hist], "iter_seconds": [h["seconds"] for h in hist]}
+
+
 def xrfm_available() -> str | None:
     """None when xrfm imports, else the reason it does not."""
     try:
@@ -144,7 +171,7 @@ def warm_up(methods: list[str]) -> None:
     y = (X[:, 0] > 0).astype(np.int64)
     d = {"task": "classification", "X_train": X[:40], "y_train": y[:40], "X_val": X[40:], "y_val": y[40:],
          "X_test": X[40:], "y_test": y[40:]}
-    if "rfm" in methods or "kernel" in methods:
+    if any(m in ("rfm", "kernel") or m.startswith("defaults") for m in methods):
         search.refit("classification", X[:40], y[:40], X[40:], y[40:], {"bandwidth": 3.0}, 0, iters=1, solver="exact")
     if "xrfm" in methods:
         run_xrfm(d, 0)

@@ -7,6 +7,8 @@ the report text, common.py the machine facts (benchmarks/ is not a package: this
     python benchmarks/run.py --suite quick                       # < 10 min on 2 cores
     python benchmarks/run.py --suite full --only keel            # the 40 KEEL sets
     python benchmarks/run.py --suite quick --only breast_cancer --seeds 0 --bandwidths 10 --regs 1e-2
+    python benchmarks/run.py --suite full --only keel --methods defaults,defaults+fixed \
+        --variant fixed:bandwidth=10,reg=1e-3,patience=None      # the defaults against fixed values, no search
 
 Per dataset and seed, on the loader's train / validation / test split
 (benchmarks/datasets.py), four methods:
@@ -25,6 +27,14 @@ Per dataset and seed, on the loader's train / validation / test split
   when xrfm cannot be imported in this interpreter.
 * ``hgb``: scikit-learn ``HistGradientBoosting{Classifier,Regressor}(max_iter=500,
   random_state=seed)`` on the raw training split (defaults otherwise).
+
+On request (not in the default ``--methods``), bigrfm as a new user runs it, with no search:
+
+* ``defaults``: ``RFMClassifier/RFMRegressor(random_state=seed, **SET).fit(X_tr, y_tr, X_val, y_val)``,
+  the estimator's own defaults plus the parameters of ``--set`` (e.g. ``n_centers=15000`` on diamonds);
+* ``defaults+NAME``: the same with the parameters of ``--variant NAME:k=v,...`` on top, so a variant
+  (today's fixed values, ``diag=True``, ...) runs in the same process on the same splits; the report then
+  compares every variant with the first defaults method listed, set by set (accuracy and fit seconds).
 
 It records test accuracy (classification) or test RMSE (regression), fit and
 predict seconds, prints per-dataset tables of medians over seeds (and for KEEL
@@ -61,7 +71,9 @@ import peers  # noqa: E402
 import search  # noqa: E402
 import tables  # noqa: E402
 from common import machine_facts  # noqa: E402
-from suites import LABELS, LARGE_GRID, METHODS, SUITES, XRFM_MAX_TRAIN, build_grid, load, resolve_only  # noqa: E402
+from suites import (  # noqa: E402
+    LARGE_GRID, METHODS, SUITES, XRFM_MAX_TRAIN, build_grid, is_defaults, label, load, parse_params, resolve_only,
+)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -69,7 +81,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--suite", choices=sorted(SUITES), default="quick")
     p.add_argument("--only", default=None, help="comma-separated datasets of the suite; 'keel' = its KEEL sets")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated subset of {','.join(METHODS)}, plus 'defaults' and 'defaults+NAME' "
+                        "(bigrfm with its defaults, no search; NAME from --variant)")
+    p.add_argument("--set", default="", metavar="K=V,...",
+                   help="estimator parameters of every defaults method, e.g. n_centers=15000,dtype=float32")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:K=V,...",
+                   help="defines method defaults+NAME: the defaults with these parameters on top (repeatable)")
     p.add_argument("--grid", choices=["quick", "full"], default=None, help="grid of the search (default: the suite's)")
     p.add_argument("--max-train", type=int, default=None, help="skip datasets with more training rows (noted in the report)")
     p.add_argument("--xrfm-max-train", type=int, default=XRFM_MAX_TRAIN,
@@ -91,10 +109,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def run_one(name: str, seed: int, methods: list[str], grid: dict, iters: int, log: Any,
             xrfm_max_train: int | None = XRFM_MAX_TRAIN, large_grid: dict | None = None,
-            peers_on_patches: bool = False) -> list[dict]:
+            peers_on_patches: bool = False, defaults_params: dict[str, dict] | None = None) -> list[dict]:
     """All methods on one (dataset, seed); a failing method gives a record with ``error``.
     ``peers_on_patches``: where the grid names ``_patches``, xRFM and HistGB see the same patch
-    features as bigrfm (their seconds include the features'); records get ``features="patches"``."""
+    features as bigrfm (their seconds include the features'); records get ``features="patches"``.
+    ``defaults_params``: the estimator parameters of each ``defaults`` method (none: its defaults)."""
     d = load(name, seed)
     info = {"dataset": name, "seed": seed, "task": d["task"], "n_train": len(d["y_train"]), "n_val": len(d["y_val"]),
             "n_test": len(d["y_test"]), "d": int(d["X_train"].shape[1]),
@@ -125,6 +144,8 @@ def run_one(name: str, seed: int, methods: list[str], grid: dict, iters: int, lo
             msg = f"test {rec['test']:.4f}  fit {rec['fit_s']:.2f}s  predict {rec['predict_s']:.3f}s"
             if rec["method"] in ("rfm", "kernel"):
                 msg += f"  [{rec['config']}, t={rec['best_iter']}, search {rec['search_s']:.1f}s]"
+            elif is_defaults(rec["method"]):
+                msg += f"  [{rec['config']}, t={rec['best_iter']}]"
         print(f"{name:<24} seed {seed}  {rec['method']:<7} {msg}", file=log, flush=True)
 
     if "rfm" in methods or "kernel" in methods:
@@ -138,6 +159,11 @@ def run_one(name: str, seed: int, methods: list[str], grid: dict, iters: int, lo
             for m in ("rfm", "kernel"):
                 if m in methods:
                     add({"method": m, "error": f"{type(e).__name__}: {e}"})
+    for m in (m for m in methods if is_defaults(m)):
+        try:
+            add(peers.run_defaults(d, seed, (defaults_params or {}).get(m, {}), method=m))
+        except Exception as e:  # noqa: BLE001
+            add({"method": m, "error": f"{type(e).__name__}: {e}"})
     # looked up here, not at import, so a test can replace peers.run_xrfm / peers.run_hgb
     for m, run_peer in (("xrfm", peers.run_xrfm), ("hgb", peers.run_hgb)):
         if m not in methods:
@@ -172,7 +198,7 @@ def merge_runs(paths: list[str]) -> tuple[list[dict], dict]:
     meta["notes"] = [f"Merged from {len(paths)} runs ({', '.join(os.path.basename(p) for p in paths)}; dates "
                      f"{', '.join(m['date'] for m in metas)}; total {meta['seconds']:.0f} s)."] + [
         n for m in metas for n in m.get("notes", [])]
-    meta["methods"] = [m for m in METHODS if any(m in mm["methods"] for mm in metas)]
+    meta["methods"] = list(dict.fromkeys(m for mm in metas for m in mm["methods"]))  # first seen, in order
     records = [r for rs in by_ds.values() for r in rs]
     meta["seeds"] = sorted({r["seed"] for r in records})
     # "<name>: seed N only" notes of a part are stale once another part adds seeds of <name>
@@ -208,9 +234,18 @@ def main(argv: list[str] | None = None) -> int:
                   json_path=args.json)
         return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
+    variants = {}
+    for v in args.variant:
+        vname, sep, vparams = v.partition(":")
+        if not sep or not vname:
+            raise SystemExit(f"--variant {v!r}: expected NAME:K=V,...")
+        variants[f"defaults+{vname}"] = parse_params(vparams)
+    bad = [m for m in methods if m not in METHODS and m != "defaults" and m not in variants]
     if bad:
-        raise SystemExit(f"--methods: unknown {bad}; choose from {METHODS}.")
+        raise SystemExit(f"--methods: unknown {bad}; choose from {METHODS}, 'defaults' or "
+                         f"{sorted(variants) or 'defaults+NAME with --variant NAME:...'}.")
+    base_params = parse_params(args.set)
+    defaults_params = {m: {**base_params, **variants.get(m, {})} for m in methods if is_defaults(m)}
     notes = []
     if args.peers_on_patches:
         notes.append("--peers-on-patches: xRFM and HistGB saw the same PatchFeatures as bigrfm where the grid names "
@@ -238,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
             try:
                 records += run_one(name, seed, methods, grid, args.iters, sys.stderr, args.xrfm_max_train,
-                                   large_grids.get(name, LARGE_GRID), peers_on_patches=args.peers_on_patches)
+                                   large_grids.get(name, LARGE_GRID), peers_on_patches=args.peers_on_patches,
+                                   defaults_params=defaults_params)
             except datasets.DatasetMissing as e:
                 notes.append(f"{name}: not run, data missing ({e}).")
                 print(notes[-1], file=sys.stderr)
@@ -247,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"Skipped (--max-train {args.max_train:,}): {', '.join(skipped)}.")
     for r in records:
         if "skipped" in r and r["seed"] == seeds[0]:
-            notes.append(f"{r['dataset']}: {LABELS[r['method']]} skipped ({r['skipped']}).")
+            notes.append(f"{r['dataset']}: {label(r['method'])} skipped ({r['skipped']}).")
     records = [r for r in records if "skipped" not in r]
     for name in names:
         if len(seeds) > cap.get(name, len(seeds)):
@@ -259,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "loadavg": machine["loadavg"],  # also beside "machine", where plots.py and older records have it
         "seeds": seeds, "grid": grid, "large_grid": LARGE_GRID, "large_grids": large_grids, "methods": methods, "suite": args.suite,
-        "argv": argv, "notes": notes, "iters": args.iters,
+        "argv": argv, "notes": notes, "iters": args.iters, "defaults_params": defaults_params,
     }
     json_path = args.json if args.json is not None else os.path.join(datasets.DATA_DIR, f"run-{args.suite}.json")
     write_run(records, meta, argv, only=args.only, iters=args.iters, results=args.results, json_path=json_path)

@@ -10,13 +10,46 @@ import search
 
 #: The methods of run.py, in table order.
 METHODS = ("rfm", "kernel", "xrfm", "hgb")
+#: bigrfm fitted once with the estimator's own defaults, no search (not run unless asked for);
+#: ``defaults+NAME`` is the same fit with the parameters of run.py's ``--variant NAME:k=v,...`` on top.
+DEFAULTS = "defaults"
 #: Each method's name in the report's tables.
 LABELS = {
     "rfm": "bigrfm RFM",
     "kernel": "bigrfm kernel (iters=0)",
     "xrfm": "xRFM",
     "hgb": "HistGB",
+    DEFAULTS: "bigrfm defaults",
 }
+
+
+def is_defaults(method: str) -> bool:
+    """Whether ``method`` is bigrfm with its defaults (``defaults``) or a variant of them (``defaults+NAME``)."""
+    return method == DEFAULTS or method.startswith(DEFAULTS + "+")
+
+
+def label(method: str) -> str:
+    """A method's name in the report's tables (``defaults+NAME`` -> ``bigrfm defaults+NAME``)."""
+    return LABELS.get(method) or f"bigrfm {method}"
+
+
+def parse_params(text: str) -> dict:
+    """``"bandwidth=10,reg=auto,patience=None"`` -> ``{"bandwidth": 10, "reg": "auto", "patience": None}``:
+    values are Python literals where they parse as one (numbers, None, True/False), else strings."""
+    import ast
+
+    out: dict = {}
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"bad parameter {item!r}: expected name=value")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
 #: Eight small KEEL sets (90–507 training rows) for the quick suite.
 QUICK_KEEL = ["australian", "bupa", "heart", "ionosphere", "pima", "sonar", "vehicle", "wine"]
 SUITES = {

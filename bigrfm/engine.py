@@ -13,7 +13,8 @@ boundaries.
 
 Backends, chosen by ``ExecConfig.scheduler``:
 
-- ``None``: a ``ThreadPoolExecutor`` in this process; Dask is never imported.
+- ``None``: a ``ThreadPoolExecutor`` in this process; Dask is never imported
+  (unless the data is a Dask collection, whose blocks each thread computes).
   While a pass runs with more than one thread, BLAS is limited to one thread
   (threadpoolctl), as on the cluster's workers.
 - ``"local"``: a ``distributed.LocalCluster`` of worker processes (one BLAS
@@ -21,10 +22,23 @@ Backends, chosen by ``ExecConfig.scheduler``:
 - ``"tcp://host:port"`` (or ``tls://``, ``inproc://``, ...): an existing Dask
   scheduler; the engine closes its own ``Client`` but never the cluster.
 
+A dataset backed by a Dask collection (:mod:`bigrfm.io.dask_data`) is not
+shipped to the workers: on a cluster each block's slice of the collection is
+computed by the cluster and the block task runs where that result is.
+
 Memory is bounded: at most ``max_in_flight`` blocks per worker thread are
 submitted or waiting to be reduced at any time. On Dask backends the
-broadcast values (centers, alpha, M...) are scattered once per pass, tasks are
-retried ``retries`` times, and a lost worker's blocks are recomputed elsewhere.
+broadcast values (centers, alpha, M...) are scattered once per pass, an
+in-memory dataset once per engine (that is, once per fit), and a lost
+worker's blocks are recomputed elsewhere.
+
+Faults end a pass with one :class:`~bigrfm.exceptions.BigRFMError` naming the
+block: an error of bigrfm's own in a block (bad data, an unreadable chunk) is
+returned at once, never retried; other errors are retried ``retries`` times;
+a block whose workers keep dying (Dask's ``KilledWorker``) is reported with its
+rows, the likely cause (memory) and the settings to change; a cluster without
+any worker for ``worker_timeout`` seconds fails the pass rather than waiting
+for ever.
 """
 
 from __future__ import annotations
@@ -33,14 +47,16 @@ import concurrent.futures as cf
 import itertools
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import ExecConfig
-from .io.datasets import Dataset, row_blocks
+from .io.datasets import Dataset, block_bounds
 from .numerics import gpu
 from .numerics.backend import resolve_device
 from .numerics.block_cache import BLOCKS
@@ -73,6 +89,9 @@ def _malloc_env(block_bytes: int) -> dict[str, str]:
 
 _REMOTE_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
 
+#: In-memory datasets an engine keeps scattered on its workers (least recently used dropped first).
+_SCATTERED_DATASETS = 4
+
 
 def add_tree(a: Any, b: Any) -> Any:
     """Add two partial results: numbers and arrays, recursing into tuples, lists and dicts.
@@ -102,22 +121,28 @@ class _RaisedInBlock:
         self.exc = exc
 
 
-def _run_block(names: tuple[str, ...], with_range: bool, start: int, stop: int, shared: tuple) -> Any:
+def _run_block(names: tuple[str, ...], with_range: bool, start: int, stop: int, shared: tuple, *rows: Any) -> Any:
     """One task: read rows [start, stop), prepare them, apply ``block_fn``.
 
     ``shared`` is ``(block_fn, dataset, prepare, cache_bytes, *broadcast_values)``, the same
     for every block. A ``prepare`` with a ``cache_token`` has its prepared blocks kept in
     this process's :data:`~bigrfm.numerics.block_cache.BLOCKS` (up to ``cache_bytes``).
+    ``rows``, when given, are the block's ``(X, y)`` already computed by the cluster (a
+    Dask collection's block); otherwise the task reads them with ``dataset.read``.
     """
     block_fn, dataset, prepare, cache_bytes, *values = shared
+
+    def read() -> tuple:
+        return tuple(rows) if rows else dataset.read(start, stop)
+
     try:
         token = getattr(prepare, "cache_token", None)
         if token is not None and cache_bytes:
             if BLOCKS.budget != cache_bytes:
                 BLOCKS.set_budget(cache_bytes)
-            out = BLOCKS.block((token, start, stop), lambda: prepare(*dataset.read(start, stop), start, stop))
+            out = BLOCKS.block((token, start, stop), lambda: prepare(*read(), start, stop))
         else:
-            out = dataset.read(start, stop)
+            out = read()
             if prepare is not None:
                 out = prepare(*out, start, stop)
         if out is None:
@@ -132,14 +157,59 @@ def _run_block(names: tuple[str, ...], with_range: bool, start: int, stop: int, 
         raise
 
 
-def _run_block_remote(*args: Any) -> Any:
+def _run_block_remote(names: tuple[str, ...], with_range: bool, start: int, stop: int, shared: tuple,
+                      dataset: Any = None, *rows: Any) -> Any:
     """``_run_block`` on a Dask worker: bigrfm errors (bad data, deterministic) are
     returned to the client rather than retried ``retries`` times; anything else
-    (a flaky read, a lost connection) raises and is retried by Dask."""
+    (a flaky read, a lost connection) raises and is retried by Dask.
+
+    ``dataset``, when given, replaces the dataset slot of ``shared``: an in-memory
+    dataset scattered once per engine rather than inside every pass's bundle. ``rows``:
+    the block's ``(X, y)`` computed by the cluster (a Dask collection's block).
+    """
+    if dataset is not None:
+        shared = (shared[0], dataset, *shared[2:])
     try:
-        return _run_block(*args)
+        return _run_block(names, with_range, start, stop, shared, *rows)
     except BigRFMError as exc:
         return _RaisedInBlock(exc)
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask preload hook of the LocalCluster's worker processes (they preload this module): ignore SIGINT.
+
+    Ctrl-C in a terminal reaches the whole process group. The client (the
+    process that started the cluster) handles it and shuts the cluster down;
+    without this, every worker would also print its own KeyboardInterrupt.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _is_description(dataset: Any) -> bool:
+    """Whether a dataset pickles to a few bytes (a store path and names) rather than holding its rows."""
+    return getattr(dataset, "path", None) is not None
+
+
+def _deaths(killed_worker: BaseException) -> int:
+    """Worker deaths behind a ``KilledWorker``: one more than the scheduler's allowed failures."""
+    allowed = getattr(killed_worker, "allowed_failures", None)
+    return allowed + 1 if isinstance(allowed, int) else 1
+
+
+def _killed_worker_error(block: tuple[int, int], dataset: Any, config: ExecConfig, deaths: int) -> ClusterError:
+    """The error of a block whose workers died ``deaths`` times while running it."""
+    start, stop = block
+    where = getattr(dataset, "path", None)
+    what = f"{getattr(dataset, 'x_name', 'X')!r} in {where}" if where else "the in-memory data"
+    times = f"{deaths} time{'s' if deaths > 1 else ''}"
+    limit = config.memory_limit if config.memory_limit not in (None, "auto") else "auto: the machine's memory / workers"
+    return ClusterError(
+        f"The block of rows [{start}, {stop}) of {what} killed its Dask worker {times} (KilledWorker). "
+        f"The likely cause is memory: a worker that outgrows its memory limit ({limit}) or the machine's is "
+        f"killed. Use smaller blocks (--block-rows / block_rows, now {stop - start}), give each worker more "
+        "memory (--memory-limit), or run fewer workers per machine (--workers)."
+    )
 
 
 class Engine:
@@ -189,6 +259,8 @@ class Engine:
         self._client: Any = None
         # "cuda" or "cpu": decides threads per device, block sizes and the cache budget
         self.device = resolve_device(self.config.device)
+        # id(dataset) -> (dataset, its future on the workers); the dataset is held so its id stays unique
+        self._scattered: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
 
     @property
     def kind(self) -> str:
@@ -226,6 +298,7 @@ class Engine:
         with self._lock:
             pool, client, cluster = self._pool, self._client, self._cluster
             self._pool = self._client = self._cluster = None
+            self._scattered.clear()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         if client is not None:
@@ -296,6 +369,9 @@ class Engine:
         # running worker: too late for glibc's malloc settings and for BLAS).
         key = "distributed.nanny.pre-spawn-environ"
         environ = {**dask.config.get(key, default={}), **_WORKER_ENV, **_malloc_env(c.block_bytes)}
+        if c.worker_log_level:
+            # read by `distributed` when it is imported in the worker process, before it logs anything
+            environ["DASK_LOGGING__DISTRIBUTED"] = str(c.worker_log_level)
         if self.device == "cuda":
             with dask.config.set({key: environ}):
                 return self._start_local_cuda()
@@ -303,6 +379,7 @@ class Engine:
             with dask.config.set({key: environ}):
                 cluster = LocalCluster(
                     n_workers=n, threads_per_worker=threads, processes=True, memory_limit=c.memory_limit,
+                    preload=[__name__],  # dask_setup: the workers leave Ctrl-C to this process
                     # the scheduler's HTTP server (health routes; the dashboard when bokeh is
                     # installed) always starts: a free port on localhost, so that several
                     # engines never collide on 8787 and nothing listens on public interfaces
@@ -337,7 +414,7 @@ class Engine:
         kwargs = {"n_workers": int(self.config.n_workers)} if self.config.n_workers else {}
         try:
             cluster = LocalCUDACluster(threads_per_worker=gpu.THREADS_PER_DEVICE, dashboard_address="127.0.0.1:0",
-                                       memory_limit=self.config.memory_limit, **kwargs)
+                                       memory_limit=self.config.memory_limit, preload=[__name__], **kwargs)
         except Exception as exc:
             raise ClusterError(f"Could not start a LocalCUDACluster ({type(exc).__name__}: {exc}).") from exc
         self._cluster = cluster
@@ -358,6 +435,19 @@ class Engine:
             ) from exc
         log.info("connected to Dask scheduler %s (%d workers)", address, len(client.nthreads()))
         return client
+
+    def compute(self, *collections: Any) -> tuple:
+        """Compute Dask collections where this engine runs blocks (small results: counts, lengths).
+
+        Threads: Dask's threaded scheduler with this engine's number of threads.
+        A cluster: submitted to it and gathered here.
+        """
+        if self._kind == "threads":
+            import dask  # noqa: PLC0415
+
+            return tuple(dask.compute(*collections, scheduler="threads", num_workers=self._n_threads()))
+        client = self._dask_client()
+        return tuple(client.gather(client.compute(list(collections))))
 
     # -- passes -------------------------------------------------------------------------
 
@@ -382,7 +472,10 @@ class Engine:
             when ``with_range``); a picklable module-level function or small
             frozen dataclass.
         dataset : Dataset
-            Read by each task with ``dataset.read(start, stop)``.
+            Read by each task with ``dataset.read(start, stop)``; on a Dask
+            cluster, a dataset with ``block_collections(start, stop)`` (a Dask
+            collection's) has each block computed by the cluster instead, and the
+            task runs on the worker that holds it.
         broadcast : mapping of str to object, optional
             Keyword arguments shared by all blocks; sent to each worker once per pass.
         prepare : callable, optional
@@ -403,7 +496,7 @@ class Engine:
         The reduced result, or None when every block was skipped.
         """
         rows = int(block_rows or self.block_rows(dataset.n_features, getattr(dataset, "chunk_rows", None), dataset.n_rows))
-        blocks = row_blocks(dataset.n_rows, rows)
+        blocks = block_bounds(dataset, rows)
         names = tuple(broadcast or {})
         shared = (block_fn, dataset, prepare, self._cache_bytes(), *(broadcast or {}).values())
         t0 = time.perf_counter()
@@ -444,27 +537,54 @@ class Engine:
         from distributed import as_completed  # noqa: PLC0415
 
         client = self._dask_client()
-        n_threads = sum(client.nthreads().values())
-        if n_threads == 0:
-            log.warning("the Dask cluster has no workers yet; blocks wait until one joins")
+        n_threads = self._await_workers(client)
         window = max(1, self.config.max_in_flight * n_threads)
-        # Scatter once per pass, not per task: block_fn, the dataset description, prepare
-        # and the broadcast values, as one object (one dependency per task). The dataset is
-        # usually a few strings (ZarrDataset) but may hold whole arrays (ArrayDataset),
-        # which must not be pickled into every task. hash=False gives a fresh key, so
-        # passes never collide.
-        [bundle] = client.scatter([tuple(shared)], broadcast=True, hash=False)
+        dataset = shared[1]
+        # A Dask collection's graph goes to the scheduler block by block (the workers compute
+        # each block where it lives), never the whole collection to every worker. An
+        # in-memory dataset goes to the workers once per engine (once per fit), not once
+        # per pass; a store description (a few strings) travels in the bundle.
+        lazy = hasattr(dataset, "block_collections")
+        in_memory = not lazy and not _is_description(dataset)
+        if lazy or in_memory:
+            shared = (shared[0], None, *shared[2:])
+        # Scatter once per pass, not per task: block_fn, prepare and the broadcast values
+        # (and a store description), as one object (one dependency per task). hash=False
+        # gives a fresh key, so passes never collide.
+        inputs: dict[str, Any] = {}
+
+        def scattered(i: int) -> tuple:
+            """Block i's inputs: the bundle (scattered again when its workers died), then the
+            in-memory dataset's future, or a collection's block computed by the cluster."""
+            if inputs.get("bundle") is None or inputs["bundle"].status != "finished":
+                [inputs["bundle"]] = client.scatter([tuple(shared)], broadcast=True, hash=False)
+            if in_memory:
+                return (inputs["bundle"], self._scattered_dataset(client, dataset))
+            if lazy:
+                X, y = dataset.block_collections(*blocks[i])
+                # computed by the workers; the block task is placed where the result is
+                parts = client.compute([a for a in (X, y) if a is not None and hasattr(a, "__dask_graph__")])
+                return (inputs["bundle"], None, parts[0], parts[1] if len(parts) > 1 else y)
+            return (inputs["bundle"],)
+
         pass_id = uuid.uuid4().hex[:8]
         fn_name = getattr(shared[0], "__name__", type(shared[0]).__name__)
         # with_results: results arrive with the completion, no extra round trip per block
         completed = as_completed(loop=client.loop, with_results=True, raise_errors=False)
         arrived: dict[Any, Any] = {}
+        block_of: dict[Any, tuple[int, Any]] = {}  # task key -> (block index, future)
+        watchdog = _NoWorkerWatchdog(client, self.config.worker_timeout, block_of)
+
+        def task(i: int, attempt: int = 0) -> Any:
+            return client.submit(
+                _run_block_remote, names, with_range, *blocks[i], *scattered(i),
+                key=f"bigrfm-{fn_name}-{pass_id}-{i}" + (f"-again{attempt}" if attempt else ""),
+                retries=self.config.retries, pure=False,
+            )
 
         def submit(i: int) -> Any:
-            fut = client.submit(
-                _run_block_remote, names, with_range, *blocks[i], bundle,
-                key=f"bigrfm-{fn_name}-{pass_id}-{i}", retries=self.config.retries, pure=False,
-            )
+            fut = task(i)
+            block_of[fut.key] = (i, fut)
             completed.add(fut)
             return fut
 
@@ -473,24 +593,142 @@ class Engine:
             arrived.update(batch)
             return [f for f, _ in batch]
 
-        def result(f: Any) -> Any:
-            out = arrived.pop(f)
-            if f.status == "error":
+        def value(i: int, status: str, out: Any) -> Any:
+            if status == "error":
                 _, exc, tb = out
+                if type(exc).__name__ == "KilledWorker":
+                    return again(i, _deaths(exc))
                 raise exc.with_traceback(tb)
-            if f.status != "finished":
-                raise ClusterError(f"The cluster dropped block task {f.key} ({f.status}: {out!r}); run the pass again.")
-            f.release()
             if isinstance(out, _RaisedInBlock):
                 raise out.exc
             return out
 
+        def again(i: int, deaths: int) -> Any:
+            """Block i once more, alone, after ``deaths`` deaths of the workers that ran it.
+
+            Dask blames every task a dying worker held (``KilledWorker``), and
+            cancels the tasks whose scattered inputs died with their last worker
+            (a one-worker cluster). So the block is rerun alone, once the pass's
+            other tasks are done: a bystander then succeeds, and a block that kills
+            its worker again is the one reported (with its rows and the likely
+            cause); inputs lost with it are scattered again, up to ``retries`` times.
+            """
+            while not all(fut.done() for _, fut in list(block_of.values())):
+                time.sleep(0.05)  # a rare path: polling the pass's other tasks is cheap enough
+            for attempt in range(1, self.config.retries + 1):
+                self._await_workers(client)
+                fut = task(i, attempt)
+                try:
+                    return value(i, "finished", fut.result())
+                except cf.CancelledError:  # distributed's FutureCancelledError: its worker died
+                    deaths += 1
+                except Exception as exc:  # noqa: BLE001 - a KilledWorker, or the block's own error
+                    if type(exc).__name__ != "KilledWorker":
+                        raise
+                    raise _killed_worker_error(blocks[i], dataset, self.config, deaths + _deaths(exc)) from None
+                finally:
+                    fut.release()
+            raise _killed_worker_error(blocks[i], dataset, self.config, deaths)
+
+        def result(f: Any) -> Any:
+            out = arrived.pop(f)
+            i, _ = block_of.pop(f.key)
+            if watchdog.error is not None:
+                raise watchdog.error
+            if f.status == "cancelled":  # not by us: its inputs died with their workers
+                return again(i, 1)
+            if f.status not in ("finished", "error"):
+                raise ClusterError(
+                    f"The cluster dropped the task of block rows [{blocks[i][0]}, {blocks[i][1]}) ({f.status}: "
+                    f"{out!r}); run the pass again."
+                )
+            f.release()
+            return value(i, f.status, out)
+
+        watchdog.start()
         try:
             return _windowed(blocks, window, submit, wait, result, lambda fs: client.cancel(list(fs)), reduce, progress)
         finally:
+            watchdog.stop()
             completed.clear()
             arrived.clear()
-            client.cancel([bundle])
+            if inputs.get("bundle") is not None:
+                client.cancel([inputs["bundle"]])
+
+    def _await_workers(self, client: Any) -> int:
+        """Threads of the cluster's workers, waiting up to ``worker_timeout`` seconds for a first one."""
+        n_threads = sum(client.nthreads().values())
+        if n_threads:
+            return n_threads
+        timeout = self.config.worker_timeout
+        log.warning("the Dask cluster has no workers; waiting up to %gs for one", timeout)
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            raise ClusterError(
+                f"The Dask cluster at {client.scheduler.address} has no workers: none joined within "
+                f"{timeout:g}s (worker_timeout). Start workers (`dask worker {client.scheduler.address}`) and "
+                "check they can reach the scheduler, or wait longer with --worker-timeout."
+            ) from None
+        return max(1, sum(client.nthreads().values()))
+
+    def _scattered_dataset(self, client: Any, dataset: Any) -> Any:
+        """The future of ``dataset`` on the workers, scattered on first use and kept for later passes."""
+        entry = self._scattered.get(id(dataset))
+        if entry is not None and entry[0] is dataset and entry[1].status == "finished":
+            self._scattered.move_to_end(id(dataset))
+            return entry[1]
+        [fut] = client.scatter([dataset], broadcast=True, hash=False)
+        self._scattered[id(dataset)] = (dataset, fut)
+        while len(self._scattered) > _SCATTERED_DATASETS:
+            _, (_, old) = self._scattered.popitem(last=False)
+            old.release()
+        return fut
+
+
+class _NoWorkerWatchdog:
+    """Fails a Dask pass whose cluster has had no worker for ``timeout`` seconds.
+
+    Runs in a thread beside the pass: when every worker is gone (none joined,
+    or all died) for that long, it records a :class:`ClusterError` and cancels
+    the pass's tasks, so the waiting client wakes up and raises it.
+    """
+
+    def __init__(self, client: Any, timeout: float, block_of: dict) -> None:
+        self.client, self.timeout, self.block_of = client, float(timeout), block_of
+        self.error: ClusterError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bigrfm-no-worker-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        poll = min(1.0, self.timeout / 4)
+        empty_since: float | None = None
+        while not self._stop.wait(poll):
+            try:
+                n = len(self.client.nthreads())
+            except Exception:  # noqa: BLE001 - the client is closing; the pass itself reports
+                return
+            if n:
+                empty_since = None
+                continue
+            now = time.monotonic()
+            empty_since = now if empty_since is None else empty_since
+            if now - empty_since >= self.timeout:
+                self.error = ClusterError(
+                    f"The Dask cluster at {self.client.scheduler.address} has no workers: every one is gone and "
+                    f"none joined within {self.timeout:g}s (worker_timeout); {len(self.block_of)} block(s) of the "
+                    "pass were left. Restart the workers (a nanny restarts them: `dask worker` without "
+                    "--no-nanny), or wait longer with --worker-timeout."
+                )
+                self.client.cancel([fut for _, fut in list(self.block_of.values())])
+                return
 
 
 def _windowed(

@@ -6,23 +6,40 @@ reductions); fits nothing and never holds more than a block of rows.
 Both run through the engine: each block is standardized, predicted, and
 either written to its rows of the output Zarr group (prediction) or reduced
 to a few sums (evaluation). Peak memory is one block, whatever the rows.
+
+Predictions are written by the workers themselves into the output's
+temporary folder (an absolute path), which appears at ``out`` whole when the
+pass is done (:mod:`bigrfm.io.atomic`): on a remote cluster, ``out`` must be
+on a filesystem every worker can write. R^2 comes from the targets' streaming
+moments (:class:`bigrfm.io.stats.Moments`), exact for targets with a large mean.
+
+:class:`BlockPredict` is the same per-block prediction as one picklable
+callable, which the estimators map over a Dask collection lazily (and over the
+blocks of a zarr array).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .exceptions import InputError
+from .exceptions import DataError, InputError, SolverError
 from .io.atomic import atomic_folder
+from .io.stats import Moments, check_finite
+from .io.missing import Imputation
 from .model.predictors import scores_to_proba
 from .model.prepare import Prepare
-from .numerics.backend import resolve_device, to_numpy
+from .numerics.backend import resolve_device, resolve_dtype, to_numpy
 
-__all__ = ["OutputMap", "predict_dataset", "evaluate_dataset"]
+__all__ = ["OutputMap", "BlockPredict", "prepare_of", "predict_dataset", "evaluate_dataset"]
+
+#: What :class:`BlockPredict` returns: standardized scores, predictions, probabilities, decision values.
+KINDS = ("scores", "predict", "proba", "decision")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -47,29 +64,130 @@ class OutputMap:
         return (pred.ravel() if self.y_ndim == 1 else pred), None
 
 
-def _prepare_of(est: Any, engine: Any) -> Prepare:
-    """Standardize with the model's statistics, in the engine's dtype and on the engine's device.
+def prepare_of(est: Any, dtype: str | None = None, device: str | None = None) -> Prepare:
+    """How a fitted estimator prepares raw rows: imputation, standardization, cast to the block dtype.
 
     Where and in which dtype a pass runs is the engine's choice (the command line's, for
     ``bigrfm predict``), not the saved model's: a model fitted on a GPU predicts on a
     CPU-only machine, and ``--device cuda`` moves a CPU-fitted model's passes to the GPU.
+    ``dtype`` / ``device`` default to the estimator's own settings.
     """
-    config = engine.config
-    return Prepare(est.x_mean_, est.x_scale_, config.dtype, raw_y=True, device=resolve_device(config.device))
+    device = resolve_device(device or est.device)
+    dtype = dtype or resolve_dtype(est.dtype, device)
+    impute = Imputation.of(getattr(est, "impute_values_", None), getattr(est, "indicator_features_", None))
+    return Prepare(est.x_mean_, est.x_scale_, dtype, raw_y=True, device=device, impute=impute)
 
 
-def _scores(X: Any, predictor_bc: dict, predict_fn: Any) -> np.ndarray:
-    return to_numpy(predict_fn(X, None, **predictor_bc)).astype(np.float64)
+@dataclasses.dataclass(frozen=True, eq=False)
+class BlockPredict:
+    """Raw rows (b, d) -> the model's output for them, as one picklable callable.
+
+    Holds the model's small arrays (centers, coefficients, metric factor: what a
+    pass broadcasts), prepared once, so mapping it over many blocks sends them once.
+
+    Attributes
+    ----------
+    prepare : Prepare
+    predict_fn : callable
+        The predictor's block function.
+    broadcast : dict
+        Its arrays (numpy, block dtype).
+    output : OutputMap
+    n_outputs : int
+        Columns of the scores (classes, or regression targets).
+    kind : {"scores", "predict", "proba", "decision"}
+        Standardized one-hot or regression scores (b, c); predictions in the
+        user's units or labels; class probabilities (b, k); decision values
+        ((b,) for two classes, else (b, k)).
+    """
+
+    prepare: Prepare
+    predict_fn: Any
+    broadcast: dict
+    output: OutputMap
+    n_outputs: int
+    kind: str
+
+    @classmethod
+    def of(cls, est: Any, kind: str) -> "BlockPredict":
+        if kind not in KINDS:
+            raise InputError(f"kind must be one of {list(KINDS)}. Got {kind!r} instead.")
+        pred = est.predictor_
+        prep = prepare_of(est)
+        return cls(prep, pred.predict_fn, pred.broadcast(np, prep.dtype), OutputMap.of(est), pred.n_outputs, kind)
+
+    @property
+    def n_out(self) -> int | None:
+        """Columns of the output; None when it is one value per row."""
+        c = self.n_outputs
+        if self.kind == "scores" or self.kind == "proba":
+            return c
+        if self.kind == "decision":
+            return None if c == 2 else c
+        return None if self.output.classes is not None or self.output.y_ndim == 1 else c
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Of the output: the labels' for class predictions, else float64."""
+        if self.kind == "predict" and self.output.classes is not None:
+            return np.asarray(self.output.classes).dtype
+        return np.dtype(np.float64)
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        Xp, _ = self.prepare(X, None, 0, X.shape[0])
+        s = _scores(Xp, self.broadcast, self.predict_fn, 0, None)
+        if self.kind == "scores":
+            return s
+        if self.kind == "decision":
+            return s[:, 1] - s[:, 0] if s.shape[1] == 2 else s
+        pred, proba = self.output(s)
+        return proba if self.kind == "proba" else pred
+
+
+def _scores(X: Any, predictor_bc: dict, predict_fn: Any, start: int, source: str | None) -> np.ndarray:
+    """Model scores (b, c) of a prepared block on the host; a row whose score is not finite raises.
+
+    Only such rows are copied back to check them (a GPU block stays on the GPU):
+    NaN or inf in X is bad input (a DataError naming the row); finite rows with
+    non-finite scores mean damaged coefficients (a SolverError).
+    """
+    scores = to_numpy(predict_fn(X, None, **predictor_bc)).astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(scores.reshape(scores.shape[0], -1)).all(axis=1))
+    if bad.size:
+        rows = to_numpy(X[bad])
+        nonfinite = bad[~np.isfinite(rows.reshape(rows.shape[0], -1)).all(axis=1)]
+        where = f" of {source}" if source else ""
+        if nonfinite.size:
+            raise DataError(
+                f"'X'{where} contains NaN or inf in row {start + int(nonfinite[0])} ({nonfinite.size} row(s) in rows "
+                f"{start}–{start + scores.shape[0]}). Clean or drop these rows first, e.g. "
+                "`bigrfm convert SRC OUT.zarr --drop-nonfinite`."
+            )
+        raise SolverError(
+            f"The model predicts NaN or inf for row {start + int(bad[0])}{where}, whose values are finite: its "
+            "coefficients are damaged. Refit the model."
+        )
+    return scores
 
 
 def predict_write_block(
-    X: np.ndarray, y: Any = None, *, block_range: tuple[int, int], out: str, output: OutputMap, proba: bool, predict_fn: Any, **bc: Any
+    X: np.ndarray, y: Any = None, *, block_range: tuple[int, int], out: str, output: OutputMap, proba: bool, predict_fn: Any,
+    source: str | None = None, **bc: Any
 ) -> int:
-    """Predict one block and write it to rows [start, stop) of the output group; returns the row count."""
+    """Predict one block and write it to rows [start, stop) of the output group; returns the row count.
+
+    Rows holding NaN or inf (after the model's preparation) raise a DataError naming the first one.
+    """
     import zarr  # noqa: PLC0415
 
     start, stop = block_range
-    pred, p = output(_scores(X, bc, predict_fn))
+    pred, p = output(_scores(X, bc, predict_fn, start, source))
+    if not os.path.isdir(out):
+        raise DataError(
+            f"The prediction folder {out} being written does not exist on {socket.gethostname()}: the Dask "
+            "workers write predictions themselves, so on a remote cluster --out must be on a filesystem every "
+            "worker can write (shared, mounted at the same path)."
+        )
     group = zarr.open_group(out, mode="r+")
     group["y_pred"][start:stop] = pred
     if proba:
@@ -77,14 +195,17 @@ def predict_write_block(
     return stop - start
 
 
-def evaluate_block(X: np.ndarray, y: np.ndarray, *, output: OutputMap, predict_fn: Any, **bc: Any) -> dict:
-    """Sums for accuracy (classifiers) or RMSE and R^2 (regressors) over one block."""
-    pred, _ = output(_scores(X, bc, predict_fn))
+def evaluate_block(X: np.ndarray, y: np.ndarray, *, block_range: tuple[int, int], output: OutputMap, predict_fn: Any,
+                   source: str | None = None, **bc: Any) -> dict:
+    """Sums for accuracy (classifiers) or RMSE and R^2 (regressors) over one block (rows with NaN or inf raise)."""
+    if output.classes is None:
+        check_finite(None, y, block_range[0], source=source)
+    pred, _ = output(_scores(X, bc, predict_fn, block_range[0], source))
     if output.classes is not None:
         return {"n": y.shape[0], "correct": int(np.sum(pred == y))}
     yt = np.asarray(y, dtype=np.float64).reshape(pred.shape)
     err = yt - pred
-    return {"n": yt.shape[0], "sse": (err**2).sum(axis=0), "sy": yt.sum(axis=0), "syy": (yt**2).sum(axis=0)}
+    return {"n": yt.shape[0], "sse": (err**2).sum(axis=0), "y": Moments.of_block(yt)}
 
 
 def _block_rows(engine: Any, dataset: Any) -> int:
@@ -123,8 +244,9 @@ def predict_dataset(est: Any, dataset: Any, out: str | Path, engine: Any, *, pro
         engine.map_reduce(
             predict_write_block,
             dataset,
-            broadcast={**est.predictor_.broadcast(np, engine.config.dtype), "predict_fn": est.predictor_.predict_fn, "out": str(tmp), "output": output, "proba": proba},
-            prepare=_prepare_of(est, engine),
+            broadcast={**est.predictor_.broadcast(np, engine.config.dtype), "predict_fn": est.predictor_.predict_fn, "out": str(tmp),
+                       "output": output, "proba": proba, "source": getattr(dataset, "path", None)},
+            prepare=prepare_of(est, engine.config.dtype, engine.config.device),
             block_rows=block_rows,
             with_range=True,
             progress=progress,
@@ -141,15 +263,17 @@ def evaluate_dataset(est: Any, dataset: Any, engine: Any, *, progress: Any = Non
     sums = engine.map_reduce(
         evaluate_block,
         dataset,
-        broadcast={**est.predictor_.broadcast(np, engine.config.dtype), "predict_fn": est.predictor_.predict_fn, "output": output},
-        prepare=_prepare_of(est, engine),
+        broadcast={**est.predictor_.broadcast(np, engine.config.dtype), "predict_fn": est.predictor_.predict_fn, "output": output,
+                   "source": getattr(dataset, "path", None)},
+        prepare=prepare_of(est, engine.config.dtype, engine.config.device),
         block_rows=_block_rows(engine, dataset),
+        with_range=True,
         progress=progress,
     )
     n = sums["n"]
     if output.classes is not None:
         return {"rows": int(n), "accuracy": sums["correct"] / n}
-    sst = sums["syy"] - sums["sy"] ** 2 / n
+    sst = sums["y"].m2.reshape(np.shape(sums["sse"]))  # sum of squared deviations, from merged moments
     rmse = np.sqrt(sums["sse"] / n)
     r2 = 1 - sums["sse"] / np.where(sst > 0, sst, np.nan)
     as_num = (lambda a: float(a)) if np.ndim(rmse) == 0 or np.size(rmse) == 1 else (lambda a: np.asarray(a).tolist())

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from .exceptions import InputError
+from .io.atomic import atomic_file
 
 __all__ = ["feature_report", "plot_metric"]
 
@@ -28,8 +29,12 @@ _MAX_NAMED_TICKS = 40
 
 
 def _names(est: Any, d: int) -> list[str]:
+    """Names of M's d columns: the features', then ``missing(name)`` for each indicator column."""
     names = getattr(est, "feature_names_in_", None)
-    return [str(n) for n in names] if names is not None else [f"x{i}" for i in range(d)]
+    indicators = getattr(est, "indicator_features_", None)
+    n_in = d - (0 if indicators is None else len(indicators))
+    base = [str(n) for n in names] if names is not None else [f"x{i}" for i in range(n_in)]
+    return base + ([] if indicators is None else [f"missing({base[j]})" for j in indicators])
 
 
 def _check_count(name: str, value: Any, allow_none: bool = True) -> None:
@@ -200,5 +205,6 @@ def plot_metric(est: Any, path: str | os.PathLike, top: int | None = None) -> Pa
     ax.set_title(f"Learned metric M of {type(est).__name__}, iteration {best} ({what})", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
     return path

@@ -39,19 +39,24 @@ def _size(n: int | None) -> str:
 @click.option("--chunk-rows", type=click.IntRange(min=1), help="Rows per stored chunk. Default: about 8 MiB of X.")
 @click.option("--compressor", type=click.Choice(["none", "lz4", "zstd"]), default="none", show_default=True,
               help="Float features barely compress; lz4 is the fast option.")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
-              help="dtype of X (float64 keeps the source values exactly).")
+@click.option("--dtype", type=click.Choice(list(zarr_store.STORAGE_DTYPES)), default="float32", show_default=True,
+              help="dtype of X: float64 keeps the source values exactly; uint8/int8/uint16/int16/int32/bool keep "
+                   "integer data compact (values are checked to fit) and are cast per block when fitting.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (only a Zarr store is ever replaced).")
 @click.option("--shuffle", is_flag=True, help="Write rows in a seeded random order (two passes through temporary buckets).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the validation split and the shuffle.")
 @click.option("--one-hot", is_flag=True, help="Expand text feature columns into one indicator column per category.")
 @click.option("--drop-nonfinite", is_flag=True, help="Drop rows with NaN/inf or empty values instead of failing.")
+@click.option("--missing", type=click.Choice(["error", "mean"]), default="error", show_default=True,
+              help="mean: keep NaN and empty feature values as missing, for `bigrfm fit --missing mean` to impute "
+                   "with the training means (inf and missing targets are still refused).")
 @click.option("--x-name", default="X", show_default=True, help="Name of the feature array in OUT.")
 @click.option("--y-name", default="y", show_default=True, help="Name of the target array in OUT.")
 def convert(src: str, out: str, **options: Any) -> None:
-    """Convert SRC (.csv, .csv.gz, .parquet, .npy, .npz) into the Zarr dataset OUT, streaming.
+    """Convert SRC (.csv, .csv.gz, .parquet, .npy, .npz, or a Zarr store) into the Zarr dataset OUT, streaming.
 
-    OUT appears only when the conversion succeeded.
+    OUT appears only when the conversion succeeded. A Zarr SRC is rewritten
+    chunked along rows and in --dtype (the fix for a column-chunked store).
     """
     ds = convert_mod.convert(src, out, **options)
     val = ds.validation()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import sys
 import time
@@ -20,6 +19,23 @@ from bigrfm.config import ExecConfig, parse_bytes
 from bigrfm.exceptions import InputError
 
 _TASKS = ("auto", "classification", "regression")
+
+
+class AutoOrFloat(click.ParamType):
+    """``auto`` or a float > 0 (the bandwidth and the ridge)."""
+
+    name = "auto|float"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            v = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'auto' nor a number.", param, ctx)
+        if not v > 0:
+            self.fail(f"{value!r} must be 'auto' or a number > 0.", param, ctx)
+        return v
 
 
 class PassProgress:
@@ -52,8 +68,8 @@ class PassProgress:
 
 
 def _history_table(history: list[dict], best: int, classification: bool) -> str:
-    cols = [("iter", 4), ("val acc" if classification else "val rmse", 9), ("val mse", 10), ("passes", 6),
-            ("cg iters", 8), ("cg resid", 8), ("cg stop", 9), ("seconds", 8)]
+    cols = [("iter", 4), ("val acc" if classification else "val rmse", 9), ("val mse", 10), ("bandwidth", 9),
+            ("reg", 7), ("passes", 6), ("cg iters", 8), ("cg resid", 8), ("cg stop", 9), ("seconds", 8)]
     head = "  ".join(f"{name:>{w}}" for name, w in cols)
     rows = [head, "-" * len(head)]
 
@@ -63,10 +79,20 @@ def _history_table(history: list[dict], best: int, classification: bool) -> str:
     for h in history:
         metric = h["val_accuracy"] if classification else (None if h["val_mse"] is None else h["val_mse"] ** 0.5)
         sv = h["solver"]
-        values = [(h["iter"], "d"), (metric, ".4f"), (h["val_mse"], ".5f"), (h.get("passes"), "d"),
+        values = [(h["iter"], "d"), (metric, ".4f"), (h["val_mse"], ".5f"), (h.get("bandwidth"), ".4g"),
+                  (h.get("reg"), ".0e"), (h.get("passes"), "d"),
                   (sv.get("cg_iters"), "d"), (sv.get("cg_residual"), ".1e"), (sv.get("cg_stop"), "s"), (h["seconds"], ".2f")]
         line = "  ".join(cell(v, spec, w) for (v, spec), (_, w) in zip(values, cols))
         rows.append(line + ("  *" if h["iter"] == best else ""))
+    last = history[-1] if history else {}
+    if last.get("stop") == "patience":
+        rows.append(f"stopped after iteration {last['iter']}: no better validation score since iteration {best} (patience)")
+    for h in history:
+        sc = h.get("scale")
+        if sc:
+            rows.append(f"t={h['iter']}: bandwidth {h['bandwidth']:.4g} = {sc['ratio']:.3g} x median distance "
+                        f"{sc['median']:.3g}, reg {h['reg']:g}, chosen on validation among {len(sc['candidates'])} "
+                        f"candidates ({sc['seconds']:.2f}s)")
     rows.append("(* chosen iteration; passes over the training data, the AGOP pass included; cg resid is relative to the "
                 "right-hand side; validation metrics in standardized target units for regression)")
     return "\n".join(rows)
@@ -89,6 +115,7 @@ def _exec_options(f: Any, *, model_dtype: bool = False) -> Any:
             click.option("--scheduler", default="local", show_default=True, help="'local' (in-process LocalCluster), 'threads' (no cluster), or a scheduler address tcp://host:port."),
             click.option("--workers", "--gpus", "workers", type=click.IntRange(1), default=None, help="LocalCluster workers (default: one per core); with --device cuda, GPUs (one worker each, needs dask-cuda)."),
             click.option("--memory-limit", default="auto", show_default=True, help="LocalCluster memory limit per worker."),
+            click.option("--worker-timeout", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True, help="Seconds a pass waits while the Dask cluster has no worker before it fails."),
             click.option("--memory-budget", default="4GiB", show_default=True, help="Memory the client may use for the exact solver's matrix or the two m x m Nystrom factors (m = 30,000 needs 16GB)."),
             click.option("--x-name", default="X", show_default=True),
             click.option("--y-name", default="y", show_default=True),
@@ -100,6 +127,8 @@ def _exec_options(f: Any, *, model_dtype: bool = False) -> Any:
 
 def _config(opts: dict) -> ExecConfig:
     """The execution settings of the options added by :func:`_exec_options` (x/y names excluded)."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().obj if ctx is not None else None
     return ExecConfig(
         device=opts["device"],
         dtype=opts["dtype"],
@@ -108,6 +137,8 @@ def _config(opts: dict) -> ExecConfig:
         n_workers=opts["workers"],
         memory_limit=opts["memory_limit"],
         memory_budget=parse_bytes(opts["memory_budget"], "--memory-budget"),
+        worker_timeout=opts["worker_timeout"],
+        worker_log_level=(root or {}).get("worker_log_level"),
     )
 
 
@@ -123,10 +154,15 @@ def _task_of(dataset: Any, task: str) -> str:
 @click.option("--out", "out", required=True, type=click.Path(), help="Model folder to write.")
 @click.option("--task", type=click.Choice(_TASKS), default="auto", show_default=True, help="auto: float targets are regression, integer or string targets classification.")
 @click.option("--kernel", type=click.Choice(["laplace", "gaussian", "exp_power"]), default="laplace", show_default=True)
-@click.option("--bandwidth", type=float, default=10.0, show_default=True)
+@click.option("--bandwidth", type=AutoOrFloat(), default="auto", show_default=True,
+              help="Kernel length scale, or 'auto': chosen on validation in every iteration among multiples of the "
+                   "median pairwise distance in that iteration's metric.")
 @click.option("--exponent", type=float, default=1.0, show_default=True, help="q of the exp_power kernel.")
-@click.option("--reg", type=float, default=1e-3, show_default=True)
-@click.option("--iters", type=click.IntRange(0), default=5, show_default=True)
+@click.option("--reg", type=AutoOrFloat(), default="auto", show_default=True,
+              help="Ridge, or 'auto': chosen on validation in every iteration.")
+@click.option("--iters", type=click.IntRange(0), default=5, show_default=True, help="Most AGOP updates.")
+@click.option("--patience", type=click.IntRange(0), default=2, show_default=True,
+              help="Stop after this many iterations without a better validation score (0: run all --iters).")
 @click.option("--solver", type=click.Choice(["auto", "exact", "nystrom", "rff"]), default="auto", show_default=True)
 @click.option("--centers", type=click.IntRange(1), default=None, help="Nystrom centers (default grows with n).")
 @click.option("--features", "n_components", type=click.IntRange(1), default=None, help="Random features (rff).")
@@ -138,14 +174,19 @@ def _task_of(dataset: Any, task: str) -> str:
 @click.option("--cg-tol", type=float, default=None, help="CG relative residual (default 1e-3; CG also stops when the validation score stops improving; 0 runs to --cg-maxiter).")
 @click.option("--cg-maxiter", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from the checkpoint of an interrupted fit.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
+@click.option("--missing", type=click.Choice(["error", "mean"]), default="error", show_default=True,
+              help="NaN in X: error, or mean (replace by each feature's training mean, saved with the model).")
+@click.option("--add-indicator", is_flag=True, help="With --missing mean, add a 0/1 column per feature with a NaN.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint of an interrupted fit (on any cluster, workers or blocks).")
+@click.option("--restart", is_flag=True, help="Start over although a checkpoint exists (it is replaced when the new fit checkpoints).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model folder (and start over any checkpoint).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @_exec_options
-def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent: float, reg: float, iters: int, solver: str,
+def fit(data: str, out: str, task: str, kernel: str, bandwidth: Any, exponent: float, reg: Any, iters: int, patience: int,
+        solver: str,
         centers: int | None, n_components: int | None, diag: bool, centering: bool, agop_power: float, agop_sample: int | None,
-        val_fraction: float, cg_tol: float, cg_maxiter: int, seed: int, resume: bool, overwrite: bool, as_json: bool,
-        x_name: str, y_name: str, **exec_opts: Any) -> None:
+        val_fraction: float, cg_tol: float, cg_maxiter: int, seed: int, missing: str, add_indicator: bool, resume: bool,
+        restart: bool, overwrite: bool, as_json: bool, x_name: str, y_name: str, **exec_opts: Any) -> None:
     """Fit an RFM on the Zarr dataset DATA and write a model folder.
 
     Streams DATA block by block through a Dask cluster (an in-process
@@ -153,46 +194,60 @@ def fit(data: str, out: str, task: str, kernel: str, bandwidth: float, exponent:
     (OUT.checkpoint/, used by --resume), and ends with the per-iteration table.
     """
     from bigrfm import RFMClassifier, RFMRegressor
+    from bigrfm.io.atomic import WriterLock
     from bigrfm.io.zarr_store import open_dataset
-    from bigrfm.model.checkpoint import load_checkpoint, save_checkpoint
+    from bigrfm.model.checkpoint import save_checkpoint
+
+    from .resume import checkpoint_path, checkpoint_to_resume, fit_fingerprint
 
     out_path = Path(out)
     if out_path.exists() and not overwrite:
         raise InputError(f"{out} already exists; pass --overwrite to replace it.")
-    ckpt = Path(f"{out}.checkpoint")
-    if resume and not ckpt.exists():
-        raise InputError(f"--resume: no checkpoint at {ckpt}; run without --resume to start a fit.")
+    ckpt = checkpoint_path(out)
     config = _config(exec_opts)
     dataset = open_dataset(data, x_name=x_name, y_name=y_name, require_y=True)
     task = _task_of(dataset, task)
     cls = RFMClassifier if task == "classification" else RFMRegressor
     est = cls(
-        kernel=kernel, bandwidth=bandwidth, exponent=exponent, reg=reg, iters=iters, solver=solver, diag=diag,
+        kernel=kernel, bandwidth=bandwidth, exponent=exponent, reg=reg, iters=iters, patience=patience or None,
+        solver=solver, diag=diag,
         centering=centering, agop_power=agop_power, agop_sample=agop_sample, validation_fraction=val_fraction,
         random_state=seed, n_centers=centers, n_components=n_components, cg_tol=cg_tol, cg_maxiter=cg_maxiter,
         device=config.device, dtype=config.dtype, block_rows=config.block_rows, scheduler=config.scheduler,
-        n_workers=config.n_workers, memory_budget=config.memory_budget,
+        n_workers=config.n_workers, memory_budget=config.memory_budget, missing=missing, add_indicator=add_indicator,
     )
-    fingerprint = {"data": os.path.abspath(data) if "://" not in data else data, "rows": dataset.n_rows,
-                   "features": dataset.n_features, "task": task, "params": est.get_params()}
-    state = load_checkpoint(ckpt, fingerprint) if resume else None
-    if not resume and ckpt.exists():
-        shutil.rmtree(ckpt)
+    fingerprint = fit_fingerprint(est, dataset, task, config)
     progress = PassProgress(enabled=not as_json or sys.stderr.isatty())
+    saved: list[int] = []
 
     def on_iteration(st: Any) -> None:
         save_checkpoint(st, ckpt, fingerprint)
+        saved.append(st.t - 1)
         h = st.history[-1]
         score = "-" if h.score is None else f"{(h.val_accuracy if task == 'classification' else h.val_mse ** 0.5):.4f}"
         extra = "".join(f" {k}={v:.3g}" if isinstance(v, float) else f" {k}={v}" for k, v in h.solver.items())
+        extra += f" bandwidth={h.bandwidth:.4g} reg={h.reg:.0e}" + (" (stopped: patience)" if h.stop == "patience" else "")
         click.echo(f"iteration {h.iter}/{iters}: val {'acc' if task == 'classification' else 'rmse'} {score}, {h.seconds:.1f}s{extra}", err=True)
 
-    click.echo(f"fitting {cls.__name__} on {dataset.n_rows:,} rows x {dataset.n_features} features ({data})", err=True)
-    t0 = time.perf_counter()
-    est.fit_dataset(dataset, state=state, on_iteration=on_iteration, progress=progress, config=config)
-    seconds = time.perf_counter() - t0
-    est.save(out_path, overwrite=overwrite, provenance={"data": fingerprint["data"], "rows": dataset.n_rows, "seconds": seconds})
-    shutil.rmtree(ckpt, ignore_errors=True)
+    # one fit per --out: a second one fails at once instead of racing for the checkpoint and the model
+    with WriterLock(out_path, "fitting a model into"):
+        state = checkpoint_to_resume(ckpt, fingerprint, resume=resume, restart=restart, overwrite=overwrite)
+        if state is not None:
+            saved.append(state.t - 1)
+        click.echo(f"fitting {cls.__name__} on {dataset.n_rows:,} rows x {dataset.n_features} features ({data})", err=True)
+        t0 = time.perf_counter()
+        try:
+            est.fit_dataset(dataset, state=state, on_iteration=on_iteration, progress=progress, config=config)
+        except KeyboardInterrupt:
+            if saved:
+                click.echo(f"\ninterrupted: the checkpoint after iteration {saved[-1]} is kept ({ckpt}); continue "
+                           "with the same command and --resume.", err=True)
+            else:
+                click.echo("\ninterrupted before the first iteration finished; nothing was checkpointed.", err=True)
+            raise
+        seconds = time.perf_counter() - t0
+        est.save(out_path, overwrite=overwrite, provenance={"data": dataset.path, "rows": dataset.n_rows, "seconds": seconds})
+        shutil.rmtree(ckpt, ignore_errors=True)  # the model is in place: the checkpoint served its purpose
     summary = {"model": str(out_path), "task": task, "solver": est.solver_, "best_iter": est.best_iter_, "seconds": seconds, "history": est.history_}
     if as_json:
         click.echo(json.dumps(summary, default=float))

@@ -69,7 +69,7 @@ def patches(data: str, out: str, image_shape: str | None, features_src: str | No
             raise InputError("Give --image-shape HEIGHT,WIDTH[,CHANNELS] (or --features to reuse a fitted transformer).")
         pf = PatchFeatures(_shape(image_shape), patch_size=patch_size, n_filters=filters, pool=pool, stride=stride,
                            n_fit_images=fit_images, random_state=seed, dtype=dtype)
-        X = open_array(ds.path, x_name, (ds.n_rows, ds.n_features))
+        X = open_array(ds.path, x_name, (ds.n_rows, ds.n_features), ds.token)
         pf.check_width(X, f"{data} ({x_name!r})")  # fit checks too, but without naming the store
         pf.fit(X)
         how = f"fitted on {min(fit_images, ds.n_rows):,} sampled images in {time.perf_counter() - t0:.1f} s"

@@ -20,6 +20,7 @@ import pytest
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 sys.path.insert(0, BENCH)
 import common  # noqa: E402
+import patience_posthoc  # noqa: E402
 import peers  # noqa: E402
 import run  # noqa: E402
 import search  # noqa: E402
@@ -197,7 +198,8 @@ def test_keel_table_names_sets_a_method_lacks_and_reports_all_sets_without_it():
 def test_full_suite_gives_diamonds_and_fashion_their_own_large_grids(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run_one(name, seed, methods, grid, iters, log, xrfm_max_train, large_grid, peers_on_patches=False):
+    def fake_run_one(name, seed, methods, grid, iters, log, xrfm_max_train, large_grid, peers_on_patches=False,
+                     defaults_params=None):
         seen[(name, seed)] = large_grid
         return []
 
@@ -265,3 +267,43 @@ def test_patch_features_are_fitted_once_for_bigrfm_and_the_peers(monkeypatch):
     recs = run.run_one("digits", 0, ["rfm", "hgb"], grid, 0, io.StringIO(), peers_on_patches=True)
     assert len(calls) == 1
     assert [r["method"] for r in recs] == ["rfm", "hgb"] and all(r["d_features"] == 16 for r in recs)
+
+
+def test_defaults_methods_fit_once_without_search_and_compare_variants(tmp_path):
+    import io
+
+    params = {"defaults": {"iters": 1}, "defaults+fixed": {"iters": 1, "bandwidth": 10.0, "reg": 1e-3, "patience": None}}
+    recs = run.run_one("breast_cancer", 0, ["defaults", "defaults+fixed"], {}, 0, io.StringIO(), defaults_params=params)
+    assert [r["method"] for r in recs] == ["defaults", "defaults+fixed"]
+    for r in recs:
+        assert "error" not in r and 0.85 <= r["test"] <= 1.0 and r["fit_s"] > 0
+        assert r["iters_run"] == len(r["bandwidths"]) == len(r["regs"]) <= 2 and r["solver"] == "exact"
+    assert recs[1]["bandwidths"] == [10.0, 10.0] and recs[1]["params"] == params["defaults+fixed"]
+    text = tables.defaults_table(recs, ["defaults", "defaults+fixed"])
+    head = _table(text, "dataset")[0]
+    assert head[:6] == ["dataset", "n_train × d", "metric", "bigrfm defaults", "fit s", "t / ran"]
+    assert head[6:] == ["bigrfm defaults+fixed", "fit s (ratio)", "t / ran"]
+    # the command line: variants from --variant, shared parameters from --set, report without a search grid
+    out_md, out_json = tmp_path / "R.md", tmp_path / "r.json"
+    assert run.main(["--suite", "quick", "--only", "breast_cancer", "--seeds", "0", "--methods", "defaults,defaults+fixed",
+                     "--set", "iters=1", "--variant", "fixed:bandwidth=10,reg=1e-3,patience=None",
+                     "--results", str(out_md), "--json", str(out_json)]) == 0
+    meta = json.loads(out_json.read_text())["meta"]
+    assert meta["defaults_params"] == {"defaults": {"iters": 1},
+                                       "defaults+fixed": {"iters": 1, "bandwidth": 10, "reg": 0.001, "patience": None}}
+    text = out_md.read_text()
+    assert "bigrfm defaults, no search" in text and "grid {" not in text
+    with pytest.raises(SystemExit):
+        run.main(["--methods", "defaults+nameless", "--results", "", "--json", ""])
+
+
+def test_patience_posthoc_finds_where_the_rule_stops(tmp_path):
+    # best at t = 1; t = 2 and 3 do not beat it: a patience of 2 ends the loop after t = 3
+    assert patience_posthoc.stop_index([0.5, 0.6, 0.55, 0.58, 0.7, 0.8], 2) == 3
+    assert patience_posthoc.stop_index([0.5, float("nan"), 0.4], 2) == 2  # NaN ranks lowest
+    assert patience_posthoc.stop_index([0.1, 0.2, 0.3], 1) == 2  # always improving: all of them
+    rec = {"method": "defaults+fixed", "val_scores": [0.5, 0.6, 0.55, 0.58, 0.7, 0.8], "best_iter": 5,
+           "iter_seconds": [1.0] * 6}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"records": [rec]}))
+    assert patience_posthoc.main([str(path)]) == 0

@@ -83,7 +83,7 @@ def test_a_fit_with_the_cache_equals_a_fit_without_it_bit_for_bit(solver):
     X = rng.normal(size=(900, 5))
     y = X[:, 0] * X[:, 1] + 0.1 * rng.normal(size=900)
     kw = dict(solver=solver, n_centers=200 if solver == "nystrom" else None, iters=2, random_state=0, block_rows=128,
-              dtype="float32", cg_maxiter=8)
+              dtype="float32", cg_maxiter=8, bandwidth=10.0, patience=None)
     BLOCKS.clear()
     hits = BLOCKS.hits
     cached = RFMRegressor(**kw).fit(X, y)

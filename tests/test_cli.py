@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from bigrfm import load_model
 from bigrfm.io.convert import create_dataset
 from bigrfm_cli.main import cli
+from closeness import assert_close
 
 BIGRFM = [sys.executable, "-m", "bigrfm_cli.main"]
 
@@ -55,18 +56,33 @@ def test_fit_predict_evaluate_regression(tmp_path, regression):
     r = run("fit", train, "--out", tmp_path / "m", "--iters", 2, "--scheduler", "threads", "--block-rows", 128, "--dtype", "float64")
     assert r.exit_code == 0, r.output
     assert "chose iteration" in r.output and "val rmse" in r.output
+    assert "bandwidth" in r.output and "x median distance" in r.output  # bandwidth="auto" by default
     model = load_model(tmp_path / "m")
+    assert model.get_params()["bandwidth"] == "auto" and model.bandwidth_ == model.history_[model.best_iter_]["bandwidth"]
     assert list(model.feature_names_in_) == [f"f{i}" for i in range(5)]
     assert len(model.history_) == 3 and model.model_metadata_["provenance"]["rows"] == 500
     r = run("predict", tmp_path / "m", test, "--out", tmp_path / "p.zarr", "--scheduler", "threads", "--block-rows", 33)
     assert r.exit_code == 0, r.output
     pred = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")["y_pred"][:]
-    np.testing.assert_allclose(pred, model.predict(X[600:]), rtol=1e-10)
+    assert_close(pred, model.predict(X[600:]), 1e-10)
     r = run("evaluate", tmp_path / "m", test, "--json", "--scheduler", "threads")
     metrics = json.loads(r.output.strip().splitlines()[-1])
     rmse = float(np.sqrt(np.mean((model.predict(X[600:]) - y[600:]) ** 2)))
     assert metrics["rows"] == 100 and metrics["rmse"] == pytest.approx(rmse, rel=1e-9)
     assert metrics["r2"] > 0.5
+
+
+def test_fit_with_fixed_values_and_no_patience(tmp_path, regression):
+    train = regression[0]
+    r = run("fit", train, "--out", tmp_path / "m", "--iters", 2, "--bandwidth", 10, "--reg", "1e-3", "--patience", 0,
+            "--scheduler", "threads", "--dtype", "float64")
+    assert r.exit_code == 0, r.output
+    model = load_model(tmp_path / "m")
+    assert [(h["bandwidth"], h["reg"], h["stop"]) for h in model.history_] == [(10.0, 1e-3, None), (10.0, 1e-3, None),
+                                                                              (10.0, 1e-3, "iters")]
+    assert model.get_params()["patience"] is None and "x median distance" not in r.output
+    r = CliRunner().invoke(cli, ["fit", train, "--out", str(tmp_path / "x"), "--bandwidth", "-1"])
+    assert r.exit_code == 2 and "must be 'auto' or a number > 0" in r.output
 
 
 def test_fit_on_local_cluster_classification_with_proba(tmp_path, classification):
@@ -133,8 +149,8 @@ def test_resume_after_kill_reaches_the_same_model(tmp_path):
     assert r.returncode == 0, r.stderr
     a, b = load_model(tmp_path / "ref"), load_model(out)
     assert a.best_iter_ == b.best_iter_
-    np.testing.assert_allclose(b.M_, a.M_, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(b.predict(X[:100]), a.predict(X[:100]), rtol=1e-9, atol=1e-12)
+    assert_close(b.M_, a.M_, 1e-10)
+    assert_close(b.predict(X[:100]), a.predict(X[:100]), 1e-9)
     assert not Path(f"{out}.checkpoint").exists()
 
 

@@ -10,8 +10,9 @@ import zarr
 
 from bigrfm.io import convert as convert_mod
 from bigrfm.io import datasets as data, stats
-from bigrfm.io.zarr_store import ZarrDataset, open_dataset
+from bigrfm.io.zarr_store import SlowChunkingWarning, ZarrDataset, chunking_warning, open_dataset
 from bigrfm.exceptions import DataError, InputError
+from closeness import assert_close
 
 
 def _write_group(path, arrays: dict, *, zarr_format: int = 3, attrs: dict | None = None, chunks: dict | None = None):
@@ -121,16 +122,39 @@ def test_x_not_2d(tmp_path, rng):
         open_dataset(path)
 
 
-def test_x_not_float(tmp_path):
-    path = _write_group(tmp_path / "d.zarr", {"X": np.ones((5, 2), dtype=np.int64)})
-    with pytest.raises(DataError, match="bigrfm convert"):
+def test_x_not_numeric(tmp_path):
+    path = _write_group(tmp_path / "d.zarr", {"X": np.array([["a", "b"], ["c", "d"]])})
+    with pytest.raises(DataError, match="numbers or booleans"):
         open_dataset(path)
 
 
-def test_x_chunked_along_columns(tmp_path, rng):
-    path = _write_group(tmp_path / "d.zarr", {"X": rng.normal(size=(10, 4))}, chunks={"X": (5, 2)})
-    with pytest.raises(DataError, match="rows only"):
-        open_dataset(path)
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "int64", "float16", "bool"])
+def test_compact_dtypes_are_read_as_stored(tmp_path, rng, dtype):
+    X = rng.integers(0, 2 if dtype == "bool" else 100, size=(50, 3)).astype(dtype)
+    ds = open_dataset(_write_group(tmp_path / "d.zarr", {"X": X}))
+    assert ds.dtype == dtype
+    Xb, _ = ds.read(10, 20)
+    assert Xb.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(Xb, X[10:20])
+
+
+def test_x_chunked_along_columns_reads_row_blocks_and_warns_when_slow(tmp_path, rng):
+    X = rng.normal(size=(10, 4))
+    # 5 x 2 chunks of 80 bytes: every block of rows gathers many tiny chunks
+    path = _write_group(tmp_path / "d.zarr", {"X": X}, chunks={"X": (5, 2)})
+    with pytest.warns(SlowChunkingWarning, match=r"chunked along columns.*`bigrfm convert .*d.zarr OUT.zarr`"):
+        ds = open_dataset(path)
+    np.testing.assert_array_equal(ds.read(3, 9)[0], X[3:9])
+
+
+def test_chunking_warning_only_when_reads_are_slow():
+    # 4 MiB chunks of 25 of 100 columns read about as fast as row chunks (measured): no warning
+    assert chunking_warning("X", "p", (200_000, 100), (40_960, 25), 4) is None
+    assert chunking_warning("X", "p", (200_000, 100), (8_192, 100), 4) is None  # row chunks
+    tiny = chunking_warning("X", "p", (200_000, 100), (1_024, 10), 4)
+    assert "reads 10 chunks of 40 KiB" in tiny and "bigrfm convert p OUT.zarr" in tiny
+    tall = chunking_warning("X", "p", (200_000, 100), (200_000, 10), 4)
+    assert "spans 200000 rows" in tall
 
 
 def test_y_length_mismatch(tmp_path, rng):
@@ -260,8 +284,8 @@ def test_moments_over_blocks_equal_numpy(rng, offset, block_rows):
     X = offset + rng.normal(size=(999, 4)) * np.array([1.0, 2.0, 0.5, 3.0])
     m = _moments_in_blocks(X, block_rows)
     assert m.count == 999
-    np.testing.assert_allclose(m.mean, X.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(m.std, X.std(axis=0), rtol=1e-12)
+    assert_close(m.mean, X.mean(axis=0), 1e-12, scale=np.abs(X).max())  # a mean near 0 has no relative precision
+    np.testing.assert_allclose(m.std, X.std(axis=0), rtol=1e-12)  # Chan's update keeps the spread to ~1e-15
 
 
 def test_naive_formula_fails_where_moments_do_not(rng):
@@ -294,13 +318,13 @@ def test_block_stats_regression_and_classification(rng):
         total = parts[0]
         for p in parts[1:]:
             total = stats.combine_stats(total, p)
-        np.testing.assert_allclose(total.x.mean, X.mean(axis=0), rtol=1e-12)
+        assert_close(total.x.mean, X.mean(axis=0), 1e-12, scale=np.abs(X).max())
         if classification:
             labels, counts = np.unique(y, return_counts=True)
             np.testing.assert_array_equal(total.y.labels, labels)
             np.testing.assert_array_equal(total.y.counts, counts)
         else:
-            np.testing.assert_allclose(total.y.mean, y.mean(axis=0), rtol=1e-12)
+            assert_close(total.y.mean, y.mean(axis=0), 1e-12, scale=np.abs(y).max())
             np.testing.assert_allclose(total.y.std, y.std(axis=0), rtol=1e-12)
     assert stats.block_stats(X, None, classification=True).y is None
 

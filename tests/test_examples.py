@@ -95,3 +95,14 @@ def test_05_images_patch_features(tmp_path):
     assert "lazy features: (540, 128), 6 chunks of rows" in out
     assert "streamed predictions agree with the in-memory pipeline: True" in out
     assert "reloaded transformer gives the same features: True" in out
+
+
+def test_06_your_data(tmp_path):
+    pytest.importorskip("dask.dataframe")
+    out = run([sys.executable, str(EXAMPLES / "06_your_data.py")], tmp_path)
+    assert "DataFrame: features ['age', 'income', 'visits', 'noise'], income imputed with" in out
+    assert "lazy predictions: Array of 6 chunks, nothing computed yet" in out
+    rmse, sd = (float(v) for v in out.split("train RMSE ")[1].split(")")[0].replace("(target sd ", "").split())
+    assert rmse < 0.5 * sd
+    assert "lazy Dask array: fitted on 40,000 rows" in out
+    assert float(out.split("uint8 zarr array: ")[1].split("accuracy ")[1].split()[0]) > 0.9

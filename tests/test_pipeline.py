@@ -10,6 +10,7 @@ from bigrfm.io.zarr_store import open_dataset
 from bigrfm.numerics.kernels import LaplaceKernel
 from bigrfm.model.prepare import Prepare, RowSelect
 from bigrfm.model.predictors import KernelPredictor
+from closeness import assert_close
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +37,11 @@ def test_streamed_agop_equals_in_memory(problem, backend, request):
     dataset = open_dataset(path)
     for block_rows in (1003, 128, 97):
         sums = engine.map_reduce(kernel_agop_block, dataset, broadcast=bc, prepare=Prepare(None, None, "float64"), block_rows=block_rows)
-        np.testing.assert_allclose(agop_from_sums(sums, M, centering=True), expected, rtol=1e-10, atol=1e-14)
+        assert_close(agop_from_sums(sums, M, centering=True), expected, 1e-10)
     # a selected subset of rows (what agop_sample streams) equals the same rows in memory
     keep = np.sort(rng.choice(1003, 300, replace=False))
     sums = engine.map_reduce(kernel_agop_block, dataset, broadcast=bc, prepare=Prepare(None, None, "float64", select=RowSelect(keep, True)), block_rows=97)
-    np.testing.assert_allclose(agop_from_sums(sums, M), agop_from_sums(kernel_agop_block(X[keep], None, **bc), M), rtol=1e-10, atol=1e-14)
+    assert_close(agop_from_sums(sums, M), agop_from_sums(kernel_agop_block(X[keep], None, **bc), M), 1e-10)
 
 
 @pytest.mark.parametrize("solver", ["nystrom", "exact"])
@@ -50,8 +51,8 @@ def test_fit_from_zarr_on_a_local_cluster_equals_in_memory_fit(problem, solver, 
     mem = RFMRegressor(**params).fit(X, y)
     # the session's LocalCluster (started by an Engine with scheduler="local"), shared by address
     disk = RFMRegressor(scheduler=local_engine.address, **params).fit_dataset(path)
-    np.testing.assert_allclose(disk.M_, mem.M_, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(disk.predict(X[:50]), mem.predict(X[:50]), rtol=1e-9, atol=1e-12)
+    assert_close(disk.M_, mem.M_, 1e-9)
+    assert_close(disk.predict(X[:50]), mem.predict(X[:50]), 1e-9)
     assert disk.best_iter_ == mem.best_iter_
 
 

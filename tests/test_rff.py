@@ -18,6 +18,7 @@ from bigrfm.numerics.random_features import (
     rff_solve,
     sample_rff,
 )
+from closeness import assert_close
 
 KERNELS = [LaplaceKernel(2.0), GaussianKernel(1.5)]
 KIDS = ["laplace", "gaussian"]
@@ -135,8 +136,8 @@ def test_blocked_agop_equals_naive_loop(kernel, diag_metric, diag):
     gram = np.einsum("ncd,nce->de", G, G)
     expected = np.diag(gram) if diag else gram
     one = rff_agop_block(X, None, S=S, rffmap=rffmap, w=w, diag=diag)
-    np.testing.assert_allclose(one.gram, expected, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(one.grad_sum, G.sum(axis=0), rtol=1e-10, atol=1e-12)
+    assert_close(one.gram, expected, 1e-10)
+    assert_close(one.grad_sum, G.sum(axis=0), 1e-10, scale=np.abs(G).sum(axis=0).max())
     assert one.count == n and one.gram.dtype == np.float64
     for block in (1, 6, 17):
         sums = None
@@ -144,13 +145,13 @@ def test_blocked_agop_equals_naive_loop(kernel, diag_metric, diag):
             part = rff_agop_block(X[s : s + block], None, S=S, rffmap=rffmap, w=w, diag=diag)
             sums = part if sums is None else sums + part
         assert sums.count == n
-        np.testing.assert_allclose(sums.gram, one.gram, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(sums.grad_sum, one.grad_sum, rtol=1e-10, atol=1e-12)
+        assert_close(sums.gram, one.gram, 1e-10)
+        assert_close(sums.grad_sum, one.grad_sum, 1e-10, scale=np.abs(G).sum(axis=0).max())
     # the sums hold gradients: finishing them needs no metric
     agop = agop_from_sums(one, None, centering=True, diag=diag)
     Gc = G - G.mean(axis=0)
     centered = np.einsum("ncd,nce->de", Gc, Gc) / n
-    np.testing.assert_allclose(agop, np.diag(centered) if diag else centered, rtol=1e-9, atol=1e-12)
+    assert_close(agop, np.diag(centered) if diag else centered, 1e-9)
 
 
 def test_float32_blocks_give_float64_sums():
@@ -172,13 +173,13 @@ def test_gram_block_sums_over_blocks():
     Y = rng.normal(size=(30, 2))
     gram, rhs = rff_gram_block(X, Y, S=S, rffmap=rffmap)
     Phi = rff_features(X @ S, rffmap)
-    np.testing.assert_allclose(gram, Phi.T @ Phi, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(rhs, Phi.T @ Y, rtol=1e-12, atol=1e-14)
+    assert_close(gram, Phi.T @ Phi, 1e-12)
+    assert_close(rhs, Phi.T @ Y, 1e-12)
     parts = [rff_gram_block(X[s : s + 8], Y[s : s + 8], S=S, rffmap=rffmap) for s in range(0, 30, 8)]
     total = sum(parts[1:], parts[0])
     assert isinstance(total, GramSums)
-    np.testing.assert_allclose(total.gram, gram, rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(total.rhs, rhs, rtol=1e-12, atol=1e-13)
+    assert_close(total.gram, gram, 1e-12)
+    assert_close(total.rhs, rhs, 1e-12)
 
 
 # -- (c) kernel approximation ----------------------------------------------------------
@@ -245,7 +246,7 @@ def test_solve_matches_dense_ridge_and_leaves_gram_untouched():
     gram = Phi.T @ Phi
     before = gram.copy()
     w = rff_solve(gram, Phi.T @ Y, 0.5)
-    np.testing.assert_allclose(w, np.linalg.solve(gram + 0.5 * np.eye(10), Phi.T @ Y), rtol=1e-10)
+    assert_close(w, np.linalg.solve(gram + 0.5 * np.eye(10), Phi.T @ Y), 1e-10)
     np.testing.assert_array_equal(gram, before)
 
 

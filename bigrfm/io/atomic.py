@@ -18,7 +18,15 @@ written ``NAME`` meanwhile), and puts it in place:
   the two renames.
 
 Leftovers of writers that died (their PID is gone) are removed the next time
-the same path is written. Owns nothing but files and folders: no zarr, no dask.
+the same path is written. Paths are made absolute when the writer is created,
+so a folder written by Dask workers (predictions) is the same folder for all.
+
+:class:`WriterLock` keeps a second process from writing the same path over a
+long job (``bigrfm fit`` holds it on ``--out`` while it fits and checkpoints):
+an exclusive ``flock`` on the hidden sibling ``.NAME.lock``, released (and the
+file removed) when the job ends, and by the kernel when the process dies.
+
+Owns nothing but files and folders: no zarr, no dask.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from typing import Any, Callable
 
 from ..exceptions import InputError
 
-__all__ = ["AtomicFolder", "atomic_folder", "recover", "fsync_tree"]
+__all__ = ["AtomicFolder", "atomic_folder", "atomic_file", "recover", "fsync_tree", "WriterLock"]
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -162,7 +170,7 @@ class AtomicFolder:
         overwrite: bool = False,
         may_replace: Callable[[Path], str | None] | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = Path(os.path.abspath(path))
         self.overwrite = overwrite
         self.may_replace = may_replace
         recover(self.path)
@@ -246,3 +254,100 @@ def atomic_folder(
 ) -> AtomicFolder:
     """Shorthand for :class:`AtomicFolder` (``with atomic_folder(path) as tmp: write into tmp``)."""
     return AtomicFolder(path, overwrite=overwrite, may_replace=may_replace)
+
+
+class atomic_file:  # noqa: N801 - used like a function: ``with atomic_file(path) as tmp:``
+    """A single file written aside (``.NAME.tmp-PID-RANDOM``) and put at ``path`` by one ``os.replace``.
+
+    The file is fsynced before and its folder after the replace; an exception
+    inside the ``with`` block removes the temporary file and leaves ``path``
+    as it was. Overwrites an existing file (plots, reports), never a folder.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(os.path.abspath(path))
+        if not self.path.parent.is_dir():
+            raise InputError(f"The folder {self.path.parent} does not exist; create it first.")
+        if self.path.is_dir():
+            raise InputError(f"{self.path} is a folder; give a file name.")
+        recover(self.path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{self.path.suffix}")
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                _fsync_path(self.tmp, directory=False)
+                os.replace(self.tmp, self.path)
+                _fsync_path(self.path.parent, directory=True)
+        finally:
+            _remove(self.tmp)
+
+
+class WriterLock:
+    """One writer per path across processes: an exclusive ``flock`` on ``.NAME.lock`` beside ``path``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The path the job writes (a model folder, say).
+    what : str
+        What the holder does, for the message given to a second writer.
+
+    :meth:`acquire` fails at once with an :class:`~bigrfm.exceptions.InputError`
+    naming the holder's PID when another process holds the lock; use as a
+    context manager. The kernel drops the lock of a process that dies, so a
+    killed job never leaves the path locked.
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str = "writing") -> None:
+        self.path = Path(os.path.abspath(path))
+        self.what = what
+        self.lock_path = self.path.with_name(f".{self.path.name}.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> "WriterLock":
+        import fcntl  # noqa: PLC0415  (POSIX only; imported where needed)
+
+        if not self.path.parent.is_dir():
+            raise InputError(f"The folder {self.path.parent} does not exist; create it first.")
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid, _, what = os.read(fd, 256).decode(errors="replace").partition("\n")
+                os.close(fd)
+                raise InputError(
+                    f"Another bigrfm process (pid {pid.strip() or '?'}) is {what.strip() or 'writing'} {self.path}; "
+                    "wait for it to finish, or choose another path."
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a file its previous holder removed between our open and flock
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n{self.what}".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.lock_path)  # while still held: a waiting opener sees another inode and retries
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "WriterLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -11,18 +11,24 @@ zarr or dask.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..exceptions import DataError, InputError
 
-__all__ = ["Dataset", "ArrayDataset", "row_blocks", "iter_blocks", "default_block_rows"]
+__all__ = ["Dataset", "PairDataset", "ArrayDataset", "row_blocks", "block_bounds", "iter_blocks", "default_block_rows"]
 
 
 @runtime_checkable
 class Dataset(Protocol):
-    """What the engine and the RFM loop need from a dataset."""
+    """What the engine and the RFM loop need from a dataset.
+
+    X may come back in any numeric dtype (a compact uint8 store, say); the
+    preparation of each block casts it. Optional attributes: ``chunk_rows``
+    (rows per stored chunk, to align reads), ``row_chunks`` (rows of each chunk
+    when they differ, see :func:`block_bounds`), ``feature_names``, ``y_shape``.
+    """
 
     @property
     def n_rows(self) -> int: ...
@@ -39,18 +45,12 @@ class Dataset(Protocol):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ArrayDataset:
-    """In-memory arrays seen through the dataset interface (tests, small data, estimators).
+class PairDataset:
+    """An X array and an optional y array (numpy, zarr or Dask) with the shape part of the dataset
+    interface; :class:`ArrayDataset`, ``ZarrArrayDataset`` and ``DaskDataset`` add how they are read."""
 
-    Parameters
-    ----------
-    X : ndarray, shape (n, d)
-    y : ndarray, shape (n,) or (n, c), or None
-    feature_names : sequence of str, optional
-    """
-
-    X: np.ndarray
-    y: np.ndarray | None = None
+    X: Any
+    y: Any = None
     feature_names: tuple[str, ...] | None = None
 
     @property
@@ -64,6 +64,19 @@ class ArrayDataset:
     @property
     def has_y(self) -> bool:
         return self.y is not None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ArrayDataset(PairDataset):
+    """In-memory arrays seen through the dataset interface (tests, small data, estimators).
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, d)
+    y : ndarray, shape (n,) or (n, c), or None
+    feature_names : sequence of str, optional
+    """
+
 
     @property
     def dtype(self) -> np.dtype:
@@ -79,6 +92,33 @@ def row_blocks(n_rows: int, block_rows: int) -> list[tuple[int, int]]:
     if block_rows < 1:
         raise DataError(f"block_rows must be >= 1. Got {block_rows} instead.")
     return [(s, min(s + block_rows, n_rows)) for s in range(0, n_rows, block_rows)]
+
+
+def block_bounds(dataset: Dataset, block_rows: int) -> list[tuple[int, int]]:
+    """The [start, stop) row ranges of one pass over ``dataset``.
+
+    ``row_blocks(n_rows, block_rows)``, unless the dataset has ``row_chunks``
+    (the row counts of its chunks, e.g. a Dask array's ``chunks[0]``, which may
+    differ from each other): then each block is a run of whole consecutive
+    chunks of at most ``block_rows`` rows, or one chunk when a chunk is larger,
+    so no chunk is computed for two blocks. With equal chunks of ``block_rows``
+    rows both rules give the same ranges.
+    """
+    chunks = getattr(dataset, "row_chunks", None)
+    if not chunks:
+        return row_blocks(dataset.n_rows, block_rows)
+    if block_rows < 1:
+        raise DataError(f"block_rows must be >= 1. Got {block_rows} instead.")
+    bounds: list[tuple[int, int]] = []
+    start = stop = 0
+    for c in chunks:
+        if stop > start and stop - start + c > block_rows:
+            bounds.append((start, stop))
+            start = stop
+        stop += int(c)
+    if stop > start:
+        bounds.append((start, stop))
+    return bounds
 
 
 # -- reading blocks -----------------------------------------------------------------------

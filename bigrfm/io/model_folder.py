@@ -7,7 +7,10 @@ Layout of ``MODEL_DIR``::
     zarr.json       the Zarr (format 3) group holding the arrays, one per name
                     (M/, centers/, dual_coef/, x_mean/, classes/, ...)
 
-A checkpoint folder is the same with ``checkpoint.json``. This module reads
+A checkpoint folder is the same with ``checkpoint.json``. The JSON file also
+records a SHA-256 of every array (``checksums``): a truncated, emptied,
+deleted or altered chunk file is reported on load as a damaged folder naming
+the array (Zarr itself reads a missing chunk as zeros). This module reads
 and writes a :class:`FolderContents` (a JSON-ready dict and named arrays) and
 nothing else: what the names mean is for the estimators and the RFM loop,
 which build themselves from the contents. Loading reads JSON and numeric or
@@ -18,6 +21,7 @@ string arrays only, so it never executes code. Writes go through
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import warnings
@@ -94,6 +98,19 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def _digest(a: np.ndarray) -> str:
+    """SHA-256 of an array's shape, dtype and values (strings by their text), as written and as read back."""
+    a = np.asarray(a)
+    h = hashlib.sha256(repr(a.shape).encode())
+    if a.dtype.kind in "OUTS":
+        h.update(json.dumps([str(v) for v in a.ravel().tolist()]).encode())
+    else:
+        little = a.dtype.newbyteorder("<")
+        h.update(little.str.encode())
+        h.update(np.ascontiguousarray(a, dtype=little).tobytes())
+    return h.hexdigest()
+
+
 def _put(group: Any, name: str, a: Any) -> None:
     if a is None:
         return
@@ -108,7 +125,8 @@ def _put(group: Any, name: str, a: Any) -> None:
 def _write(kind: str, path: str | os.PathLike, contents: FolderContents, overwrite: bool) -> Path:
     import zarr  # noqa: PLC0415
 
-    meta = {"format": _FORMAT[kind], "format_version": FORMAT_VERSION, **contents.meta}
+    checksums = {name: _digest(a) for name, a in contents.arrays.items() if a is not None}
+    meta = {"format": _FORMAT[kind], "format_version": FORMAT_VERSION, **contents.meta, "checksums": checksums}
     text = json.dumps(meta, indent=2, default=_json_default)  # before anything is written: bad data fails early
     with atomic_folder(path, overwrite) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
@@ -134,6 +152,8 @@ def _read(kind: str, path: str | os.PathLike) -> FolderContents:
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT[kind]:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ModelFormatError(f"{meta_file} is not a bigrfm {kind} (format={got!r}).")
+    if "format_version" not in meta:
+        raise ModelFormatError(f"{meta_file} lacks 'format_version'; the folder is damaged. Refit, or copy the folder again.")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
@@ -147,14 +167,29 @@ def _read(kind: str, path: str | os.PathLike) -> FolderContents:
             # the JSON file next to the arrays is not a Zarr node: zarr says so while listing
             warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
             names = list(group.array_keys())
-        arrays = {name: _load_array(group[name]) for name in names}
-    except ModelFormatError:
-        raise
-    except Exception as exc:  # zarr raises many types for missing or truncated chunks and metadata
+    except Exception as exc:  # zarr raises many types for missing or damaged metadata
         raise ModelFormatError(
-            f"The arrays of {path} cannot be read ({type(exc).__name__}: {exc}); the folder is damaged. "
+            f"The arrays of {path} cannot be listed ({type(exc).__name__}: {exc}); the folder is damaged. "
             "Refit, or copy the folder again."
         ) from None
+    checksums = meta.pop("checksums", None)  # folders written before checksums have none
+    if checksums is not None and (not isinstance(checksums, dict) or set(checksums) - set(names)):
+        missing = sorted(set(checksums) - set(names)) if isinstance(checksums, dict) else "?"
+        raise ModelFormatError(f"{path} lacks the array(s) {missing}; the folder is damaged. Refit, or copy the folder again.")
+    arrays = {}
+    for name in names:
+        try:
+            arrays[name] = _load_array(group[name])
+        except Exception as exc:  # zarr raises many types for truncated or undecodable chunks
+            raise ModelFormatError(
+                f"The array {name!r} of {path} cannot be read ({type(exc).__name__}: {exc}); the folder is "
+                "damaged. Refit, or copy the folder again."
+            ) from None
+        if checksums is not None and checksums.get(name) != _digest(arrays[name]):
+            raise ModelFormatError(
+                f"The array {name!r} of {path} does not hold what was written (checksum mismatch: a chunk file is "
+                "missing, truncated or altered); the folder is damaged. Refit, or copy the folder again."
+            )
     return FolderContents(meta, arrays, str(path))
 
 

@@ -22,9 +22,12 @@ import numpy as np
 from ..config import ExecConfig
 from ..exceptions import InputError
 from ..io import stats as stats_mod
+from ..io.missing import Imputation, check_missing_option, imputation_from_stats, imputed_standardization
 from ..numerics.backend import resolve_device
 from .prepare import Prepare, RowSelect, encode_targets, sample_rows
-from .rfm import FitContext, RFMParams, RFMState, run
+from .rfm import FitContext, RFMParams, RFMState, initial_state, run
+from .validation import VALIDATION_CAP, gather_validation
+from . import scale
 
 __all__ = [
     "FitSettings",
@@ -34,13 +37,11 @@ __all__ = [
     "exact_row_limit",
     "max_centers",
     "default_n_centers",
+    "screen_rows",
     "VALIDATION_CAP",
 ]
 
 log = logging.getLogger("bigrfm.model.fit")
-
-#: Most rows held out for validation when a fraction is asked for.
-VALIDATION_CAP = 50_000
 
 
 def exact_row_limit(memory_budget: int) -> int:
@@ -66,7 +67,11 @@ def default_n_centers(n_train: int, n_features: int, memory_budget: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class FitSettings:
-    """Choices of a fit that are not the RFM's maths: splits, solver, sampling, seed."""
+    """Choices of a fit that are not the RFM's maths: splits, solver, sampling, seed.
+
+    ``seed`` None draws a fresh one (recorded in the loop state, so checkpoints
+    keep it); a resumed fit uses its state's seed.
+    """
 
     solver: str = "auto"
     n_centers: int | None = None
@@ -78,6 +83,8 @@ class FitSettings:
     validation_fraction: float = 0.1
     standardize: bool = True
     seed: int | None = None
+    missing: str = "error"
+    add_indicator: bool = False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -92,9 +99,10 @@ class Preprocessing:
     n_train: int
     n_val: int
     solver: str
+    impute: Imputation | None = None
 
     def prepare(self, dtype: str, select: RowSelect | None = None) -> Prepare:
-        return Prepare(self.mean, self.scale, dtype, self.classes, self.y_mean, self.y_scale, select)
+        return Prepare(self.mean, self.scale, dtype, self.classes, self.y_mean, self.y_scale, select, impute=self.impute)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -149,14 +157,19 @@ def first_pass_block(
     center_select: RowSelect | None,
     classification: bool,
     source: str | None = None,
+    missing: str = "error",
 ) -> _FirstPass:
-    """Statistics of the training rows of one raw block, plus its validation and center rows."""
+    """Statistics of the training rows of one raw block, plus its validation and center rows.
+
+    With ``missing="mean"`` NaN in X is allowed (±inf is not) and X's moments skip it.
+    """
     start, stop = block_range
-    stats_mod.check_finite(X, y, start, source=source)
+    skip_nan = missing == "mean"
+    stats_mod.check_finite(X, y, start, source=source, allow_nan=skip_nan)
     val_mask = None if val_select is None else val_select.mask(start, stop)
     train_mask = None if val_mask is None else ~val_mask
     Xt, yt = (X, y) if train_mask is None else (X[train_mask], None if y is None else y[train_mask])
-    stats = stats_mod.block_stats(Xt, yt, classification=classification)
+    stats = stats_mod.block_stats(Xt, yt, classification=classification, skip_nan=skip_nan)
     val = _Rows([], []) if val_mask is None else _take(X, y, val_mask)
     centers = _Rows([], []) if center_select is None else _take(X, y, center_select.mask(start, stop))
     return _FirstPass(stats, val, centers)
@@ -211,18 +224,25 @@ def fit_dataset(
     config : ExecConfig
     engine : Engine
     validation : Dataset, optional
-        Explicit validation rows; otherwise ``settings.validation_fraction`` of
-        the dataset's rows (at most ``VALIDATION_CAP``) are held out, seeded.
+        Explicit validation rows (a seeded sample of ``VALIDATION_CAP`` when it
+        has more, read in one pass through the engine); otherwise
+        ``settings.validation_fraction`` of the dataset's rows (at most
+        ``VALIDATION_CAP``) are held out, seeded.
     classes : ndarray, optional
         Known class labels (classification); otherwise found in the first pass.
     state : RFMState, optional
-        Resume the loop from this state.
+        Resume the loop from this state; its seed (when it has one) draws the
+        same validation rows, centers and samples as the interrupted fit, and
+        a different explicit ``settings.seed`` is refused.
     """
     n, d = dataset.n_rows, dataset.n_features
+    check_missing_option(settings.missing)
     device = resolve_device(config.device)
     block_rows = engine.block_rows(d, getattr(dataset, "chunk_rows", None), n)
-    seeds = np.random.SeedSequence(settings.seed).spawn(4)
-    rng_val, rng_centers, rng_agop, rng_solver = (np.random.default_rng(s) for s in seeds)
+    seed = _resolve_seed(settings.seed, state)
+    # a fifth stream for the scale screen leaves the first four (and fits with a fixed scale) unchanged
+    seeds = np.random.SeedSequence(seed).spawn(5)
+    rng_val, rng_centers, rng_agop, rng_solver, rng_screen = (np.random.default_rng(s) for s in seeds)
 
     val_idx = np.zeros(0, np.int64)
     if validation is None and settings.validation_fraction > 0:
@@ -256,23 +276,40 @@ def fit_dataset(
         center_select = RowSelect(sample_rows(rng_centers, n, m, exclude=val_idx), include=True)
     else:
         center_select = None
+    # rows the first pass keeps in memory: the centers, or (rff choosing its scale) the screening rows
+    kept_select = center_select
+    if center_select is None and params.auto_scale:
+        kept_select = RowSelect(sample_rows(rng_screen, n, scale.SCREEN_ROWS, exclude=val_idx), include=True)
 
     first: _FirstPass = engine.map_reduce(
         first_pass_block,
         dataset,
         broadcast={
             "val_select": RowSelect(val_idx, include=True) if val_idx.size else None,
-            "center_select": center_select,
+            "center_select": kept_select,
             "classification": params.classification,
             "source": getattr(dataset, "path", None),
+            "missing": settings.missing,
         },
         block_rows=block_rows,
         with_range=True,
         progress=progress,
     )
     mean, std, found_classes, y_mean, y_std = _summarize(first.stats, params.classification)
+    impute = None
+    if settings.missing == "mean":
+        impute = imputation_from_stats(first.stats.x, add_indicator=settings.add_indicator,
+                                       feature_names=getattr(dataset, "feature_names", None))
+        mean, std = imputed_standardization(first.stats.x, impute)
+    d_model = d if impute is None else impute.n_features_out  # columns the kernel sees
+    state = dataclasses.replace(state if state is not None else initial_state(d_model, params.diag), seed=seed)
     if params.classification and classes is None:
         classes = found_classes
+        if classes.dtype.kind == "f" and not np.all(np.mod(classes, 1) == 0):
+            raise InputError(
+                "Unknown label type: continuous. The targets hold non-integer floats, so they are not classes; "
+                "fit a regressor instead (or pass --task regression)."
+            )
     if params.classification and classes.size < 2:
         raise InputError(
             f"The training targets hold a single class ({classes[0]!r}); a classifier needs at least two."
@@ -286,13 +323,14 @@ def fit_dataset(
         n_train=n_train,
         n_val=0,
         solver=solver_name,
+        impute=impute,
     )
     prep = dataclasses.replace(pre.prepare(config.dtype), device=device)
 
     Xv_raw, yv_raw = first.val.arrays(d)
     if validation is not None:
-        Xv_raw, yv_raw = validation.read(0, validation.n_rows)
-        stats_mod.check_finite(Xv_raw, yv_raw, 0)
+        Xv_raw, yv_raw = gather_validation(validation, engine, rng_val, block_rows=block_rows,
+                                           allow_nan=impute is not None)
     X_val = Y_val = None
     if Xv_raw.shape[0] and pre.classes is not None:
         unseen = np.setdiff1d(np.unique(yv_raw), pre.classes)
@@ -308,12 +346,19 @@ def fit_dataset(
         Y_val = encode_targets(yv_raw, pre.classes, pre.y_mean, pre.y_scale)
     pre = dataclasses.replace(pre, n_val=0 if X_val is None else X_val.shape[0])
 
-    centers = np.zeros((0, d))
+    centers = np.zeros((0, d_model))
     center_targets = None
-    if center_select is not None:
+    if kept_select is not None:
         Xc_raw, yc_raw = first.centers.arrays(d)
         centers = pre.prepare(config.dtype).transform_X(Xc_raw).astype(np.float64)
         center_targets = encode_targets(yc_raw, pre.classes, pre.y_mean, pre.y_scale)
+    screen = None
+    if params.auto_scale:
+        screen = screen_rows(centers, center_targets, X_val, Y_val, rng_screen,
+                             all_rows=solver_name == "exact" and centers.shape[0] <= scale.SCREEN_ROWS,
+                             memory_budget=config.memory_budget)
+    if center_select is None:
+        centers, center_targets = np.zeros((0, d)), None
 
     agop_select = train_select
     if settings.agop_sample is not None and settings.agop_sample < n_train:
@@ -338,6 +383,7 @@ def fit_dataset(
         dtype=config.dtype,
         progress=progress,
         device=device,
+        screen=screen,
     )
     solver = _make_solver(solver_name, params, settings, rng_solver)
     log.info("fit: n_train=%d n_val=%d d=%d solver=%s centers=%d", n_train, pre.n_val, d, solver_name, centers.shape[0])
@@ -345,10 +391,51 @@ def fit_dataset(
     return FitResult(state, pre)
 
 
+def _resolve_seed(seed: int | None, state: RFMState | None) -> int:
+    """The fit's seed: the resumed state's (an explicit different one is refused), the given one, or a fresh one."""
+    resumed = None if state is None else state.seed
+    if resumed is not None:
+        if seed is not None and int(seed) != int(resumed):
+            raise InputError(
+                f"The state to resume was fitted with seed {resumed}, not {seed}; resume with "
+                f"random_state={resumed} (or None), or start a new fit."
+            )
+        return int(resumed)
+    return int(np.random.SeedSequence().entropy) if seed is None else int(seed)
+
+
+def screen_rows(
+    X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None, Y_val: np.ndarray | None, rng: np.random.Generator,
+    *, all_rows: bool, memory_budget: int,
+) -> scale.ScreenRows:
+    """The rows that choose the kernel's scale (:mod:`bigrfm.model.scale`), from the rows held in memory.
+
+    ``all_rows`` (exact solver): X are all the training rows and all are screened; otherwise a seeded sample
+    of at most ``SCREEN_ROWS`` of them. At most ``SCREEN_VAL_ROWS`` validation rows (seeded) score the
+    candidates, and ``MEDIAN_ROWS`` screening rows set the scale. The distance matrices are shared between
+    candidates when two of each (distances and kernel values, float64) take at most 80% of ``memory_budget``.
+    """
+
+    def sample(n: int, k: int) -> np.ndarray | slice:
+        return slice(None) if n <= k else np.sort(rng.choice(n, size=k, replace=False))
+
+    if not all_rows:
+        keep = sample(X.shape[0], scale.SCREEN_ROWS)
+        X, Y = X[keep], Y[keep]
+    if X_val is not None:
+        keep = sample(X_val.shape[0], scale.SCREEN_VAL_ROWS)
+        X_val, Y_val = X_val[keep], Y_val[keep]
+    s, v = X.shape[0], 0 if X_val is None else X_val.shape[0]
+    share = 2 * 8 * s * (s + v) <= 0.8 * memory_budget
+    return scale.ScreenRows(X, Y, X_val, Y_val, X[sample(s, scale.MEDIAN_ROWS)], all_rows=all_rows,
+                            share_distances=share)
+
+
 def _summarize(stats: stats_mod.BlockStats, classification: bool) -> tuple:
     """(mean, std, classes, y_mean, y_std) from the combined first-pass statistics."""
-    if stats.x.count == 0:
+    if (stats.x.rows if isinstance(stats.x, stats_mod.NanMoments) else stats.x.count) == 0:
         raise InputError("No training rows left after holding out the validation rows.")
+    x_std = stats.x.imputed_std if isinstance(stats.x, stats_mod.NanMoments) else stats.x.std
     if classification:
-        return stats.x.mean, stats.x.std, stats.y.labels, None, None
-    return stats.x.mean, stats.x.std, None, stats.y.mean, stats.y.std
+        return stats.x.mean, x_std, stats.y.labels, None, None
+    return stats.x.mean, x_std, None, stats.y.mean, stats.y.std

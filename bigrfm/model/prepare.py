@@ -5,9 +5,11 @@ numbers and never read data themselves.
 
 ``Prepare`` is a small picklable callable that the engine applies to every raw
 block ``(X, y, start, stop)`` before the block function: it keeps the rows of
-one split (training rows, the validation rows, an AGOP sample), standardizes X
-with the training statistics, casts to the block dtype, and encodes y (one-hot
-classes, or standardized regression targets). It holds only O(d + k) numbers.
+one split (training rows, the validation rows, an AGOP sample), imputes missing
+features (``missing="mean"``), standardizes X with the training statistics,
+casts the stored dtype (float, or a compact uint8/int16/bool...) to the block
+dtype, and encodes y (one-hot classes, or standardized regression targets).
+It holds only O(d + k) numbers.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from ..numerics.backend import array_module
+from ..numerics.backend import array_module, to_numpy
 from ..numerics.gpu import to_device_pinned
 
 __all__ = ["RowSelect", "Prepare", "sample_rows", "encode_targets"]
+
+#: Bytes of the float64 temporaries of one standardization step (a slab of rows of a block).
+_SLAB_BYTES = 2**20
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -97,6 +102,9 @@ class Prepare:
     device : {"cpu", "cuda"}
         Where the prepared X (and encoded Y) go: blocks are moved to the
         worker's GPU here, once, right after they are read.
+    impute : Imputation or None
+        Replaces NaN features by their training means (and appends indicator
+        columns) before standardization; ``mean``/``scale`` then have d + k entries.
     cache_token : str or None
         Names this preparation of this dataset within a fit: blocks prepared with
         the same token are interchangeable, so the engine may keep them between
@@ -113,6 +121,7 @@ class Prepare:
     raw_y: bool = False
     device: str = "cpu"
     cache_token: str | None = None
+    impute: Any = None
 
     def with_select(self, select: RowSelect | None) -> "Prepare":
         return dataclasses.replace(self, select=select)
@@ -122,12 +131,30 @@ class Prepare:
         return dataclasses.replace(self, cache_token=token)
 
     def transform_X(self, X: Any) -> Any:
-        """Standardize (in float64) and cast to the block dtype, on the array module of X."""
+        """Raw rows (any numeric dtype, NaN allowed with an imputation) to standardized rows in ``dtype``,
+        on the array module of X (numpy, or CuPy for a block already on the GPU)."""
         xp = array_module(X)
-        X = xp.asarray(X, dtype=np.float64 if self.mean is not None else self.dtype)
-        if self.mean is not None:
-            X = ((X - xp.asarray(self.mean)) / xp.asarray(self.scale)).astype(self.dtype, copy=False)
-        return X
+        if xp is not np:
+            if self.impute is not None:  # imputation is a host step (a rare path: NaN data on a GPU)
+                X = xp.asarray(self.impute.apply(to_numpy(X)))
+            X = xp.asarray(X, dtype=np.float64 if self.mean is not None else self.dtype)
+            if self.mean is not None:
+                X = ((X - xp.asarray(self.mean)) / xp.asarray(self.scale)).astype(self.dtype, copy=False)
+            return X
+        if self.impute is not None:
+            X = self.impute.apply(X)
+        if self.mean is None:
+            return np.asarray(X, dtype=self.dtype)
+        # (X - mean) / scale in float64 from any stored dtype, cast to the block dtype slab by
+        # slab: the float64 temporaries stay about 1 MiB whatever the block size
+        X = np.asarray(X)
+        out = np.empty(X.shape, dtype=self.dtype)  # (b, d)
+        slab = max(1, _SLAB_BYTES // (8 * max(1, X.shape[1])))
+        for s in range(0, X.shape[0], slab):
+            Z = np.subtract(X[s : s + slab], self.mean, dtype=np.float64)
+            Z /= self.scale
+            out[s : s + slab] = Z
+        return out
 
     def __call__(self, X: np.ndarray, y: np.ndarray | None, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None] | None:
         if self.select is not None:

@@ -19,10 +19,11 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from ..exceptions import SolverError
 from ..numerics.agop import AgopSums, agop_from_sums, normalize_metric
-from ..numerics.backend import get_xp
 from ..numerics.kernels import Kernel
-from .predictors import predict_in_blocks
+from .validation import predict_validation, rank
+from .scale import ScreenRows, choose_scale, score_predictions
 
 __all__ = ["RFMParams", "FitContext", "Solver", "IterationRecord", "RFMState", "initial_state", "step", "run", "score_predictions"]
 
@@ -31,7 +32,12 @@ log = logging.getLogger("bigrfm.model.rfm")
 
 @dataclasses.dataclass(frozen=True)
 class RFMParams:
-    """Hyper-parameters of the loop (see the estimators' docstrings)."""
+    """Hyper-parameters of the loop (see the estimators' docstrings).
+
+    ``auto_bandwidth`` / ``auto_reg``: choose the bandwidth / ridge on validation in every iteration
+    (:mod:`bigrfm.model.scale`); ``kernel`` then gives only the kernel family. ``patience``: stop after
+    this many iterations in a row without a better validation score (None: run all ``iters``).
+    """
 
     kernel: Kernel
     reg: float = 1e-3
@@ -40,6 +46,13 @@ class RFMParams:
     centering: bool = False
     agop_power: float = 1.0
     classification: bool = False
+    auto_bandwidth: bool = False
+    auto_reg: bool = False
+    patience: int | None = None
+
+    @property
+    def auto_scale(self) -> bool:
+        return self.auto_bandwidth or self.auto_reg
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -66,6 +79,8 @@ class FitContext:
         Prepared validation rows and encoded targets (small: capped).
     block_rows : int
     dtype : str
+    screen : ScreenRows or None
+        The rows that choose the bandwidth / ridge (only with ``bandwidth="auto"`` or ``reg="auto"``).
     """
 
     engine: Any
@@ -81,6 +96,7 @@ class FitContext:
     dtype: str = "float64"
     progress: Callable[..., None] | None = None
     device: str = "cpu"
+    screen: ScreenRows | None = None
 
 
 class Solver(Protocol):
@@ -88,8 +104,9 @@ class Solver(Protocol):
 
     name: str
 
-    def fit(self, kernel: Kernel, M: np.ndarray, ctx: FitContext, warm: Any) -> tuple[Any, dict, Any]:
-        """Return (predictor, info for the history, warm-start state for the next iteration)."""
+    def fit(self, kernel: Kernel, M: np.ndarray, ctx: FitContext, warm: Any, reg: float | None = None) -> tuple[Any, dict, Any]:
+        """Return (predictor, info for the history, warm-start state for the next iteration); ``reg``
+        replaces the solver's own ridge for this fit."""
         ...
 
 
@@ -101,7 +118,11 @@ class IterationRecord:
     solver's (for Nystrom: one for the right-hand side, one per CG iteration and
     true-residual check) plus the AGOP pass; ``solver`` holds the solver's own
     record (CG iterations, final residual relative to the right-hand side, why
-    CG stopped, centers).
+    CG stopped, centers). ``bandwidth`` and ``reg`` are the kernel's of this
+    iteration; ``scale`` is the screen's record when they were chosen on
+    validation (:class:`bigrfm.model.scale.ScaleChoice`). ``stop`` is set on the
+    last iteration: ``"iters"`` (the maximum was reached) or ``"patience"`` (it
+    ended earlier: no better validation score in ``patience`` iterations).
     """
 
     iter: int
@@ -111,6 +132,10 @@ class IterationRecord:
     seconds: float
     solver: dict = dataclasses.field(default_factory=dict)
     passes: int = 0
+    bandwidth: float | None = None
+    reg: float | None = None
+    scale: dict = dataclasses.field(default_factory=dict)
+    stop: str | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -122,7 +147,11 @@ class RFMState:
 
     ``M`` is the metric the next solve uses (M_t); ``best_*`` describe the
     iteration with the best validation score so far, or the latest one when
-    there is no validation set.
+    there is no validation set. ``seed`` is the fit's resolved seed (of the
+    validation split, centers, AGOP sample), saved with checkpoints so that a
+    resumed fit draws the same rows.
+``stop`` is why the loop has ended (``"patience"``
+    or ``"iters"``), None while it goes on.
     """
 
     t: int
@@ -133,22 +162,14 @@ class RFMState:
     best_score: float | None
     best_M: np.ndarray | None
     best_predictor: Any
+    seed: int | None = None
+    stop: str | None = None
 
 
 def initial_state(n_features: int, diag: bool) -> RFMState:
     """t = 0: the plain kernel, M = I."""
     M = np.ones(n_features) if diag else np.eye(n_features)
     return RFMState(0, M, None, (), None, None, None, None)
-
-
-def score_predictions(pred: np.ndarray, Y: np.ndarray, classification: bool) -> tuple[float, float, float | None]:
-    """(score, mse, accuracy) of predictions against encoded targets; higher score is better."""
-    mse = float(np.mean((pred - Y) ** 2))
-    if classification:
-        acc = float(np.mean(np.argmax(pred, axis=1) == np.argmax(Y, axis=1)))
-        # accuracy first; the MSE of the scores breaks ties between iterations
-        return acc - 1e-9 * mse, mse, acc
-    return -mse, mse, None
 
 
 def _agop_pass(predictor: Any, ctx: FitContext, params: RFMParams) -> np.ndarray:
@@ -165,23 +186,49 @@ def _agop_pass(predictor: Any, ctx: FitContext, params: RFMParams) -> np.ndarray
     return normalize_metric(agop, params.agop_power)
 
 
+def _stop_reason(state: RFMState, params: RFMParams, score: float | None, best_iter: int) -> str | None:
+    """Why the loop ends after iteration ``state.t`` (None: it goes on); "patience" only when it ends it early."""
+    if state.t >= params.iters:
+        return "iters"
+    if score is not None and params.patience is not None and state.t - best_iter >= params.patience:
+        return "patience"
+    return None
+
+
 def step(state: RFMState, ctx: FitContext, params: RFMParams, solver: Solver) -> RFMState:
-    """Iteration t: fit at M_t, score on the validation rows, and (if t < iters) M_{t+1} = AGOP."""
+    """Iteration t: fit at M_t (choosing the kernel's scale first when asked), score on the validation
+    rows, and M_{t+1} = AGOP unless the loop stops here (``iters`` reached, or ``patience`` spent)."""
     t0 = time.perf_counter()
-    predictor, info, warm = solver.fit(params.kernel, state.M, ctx, state.warm)
+    kernel, reg, scale, predictor = params.kernel, params.reg, {}, None
+    if params.auto_scale:
+        last = state.history[-1] if state.history else None
+        choice = choose_scale(
+            params.kernel, params.reg, state.M, ctx.screen, auto_bandwidth=params.auto_bandwidth,
+            auto_reg=params.auto_reg, classification=params.classification,
+            previous=None if last is None or not last.scale else (last.scale["ratio"], last.reg),
+        )
+        kernel, reg, scale, predictor = choice.kernel, choice.reg, choice.record, choice.predictor
+    if predictor is not None:  # exact solver: the screen's winner is the fit
+        info, warm = {}, state.warm
+    else:
+        predictor, info, warm = solver.fit(kernel, state.M, ctx, state.warm, reg=reg)
     score = mse = acc = None
     if ctx.X_val is not None and ctx.X_val.shape[0] > 0:
-        pred = predict_in_blocks(predictor, ctx.X_val, ctx.block_rows, ctx.dtype, get_xp(ctx.device))
+        pred = predict_validation(predictor, ctx)
         score, mse, acc = score_predictions(pred, ctx.Y_val, params.classification)
-    # with no validation rows every iteration replaces the previous one (no selection)
-    better = state.best_iter is None or score is None or score > state.best_score
+    # with no validation rows every iteration replaces the previous one (no selection);
+    # a NaN or infinite score ranks below every finite one
+    better = state.best_iter is None or score is None or rank(score) > rank(state.best_score)
+    stop = _stop_reason(state, params, score, state.t if better else state.best_iter)
     next_M = state.M
     passes = int(info.get("passes", 0))
-    if state.t < params.iters:
+    if stop is None:
         next_M = _agop_pass(predictor, ctx, params)
         passes += 1
-    record = IterationRecord(state.t, score, mse, acc, time.perf_counter() - t0, info, passes)
-    log.info("iteration %d: score=%s seconds=%.2f %s", state.t, score, record.seconds, info)
+    record = IterationRecord(state.t, score, mse, acc, time.perf_counter() - t0, info, passes,
+                             float(kernel.bandwidth), float(reg), scale, stop)
+    log.info("iteration %d: score=%s bandwidth=%.4g reg=%.3g seconds=%.2f %s", state.t, score, kernel.bandwidth, reg,
+             record.seconds, info)
     return RFMState(
         t=state.t + 1,
         M=next_M,
@@ -191,6 +238,8 @@ def step(state: RFMState, ctx: FitContext, params: RFMParams, solver: Solver) ->
         best_score=score if better else state.best_score,
         best_M=state.M if better else state.best_M,
         best_predictor=predictor if better else state.best_predictor,
+        seed=state.seed,
+        stop=stop,
     )
 
 
@@ -202,11 +251,19 @@ def run(
     *,
     on_iteration: Callable[[RFMState], None] | None = None,
 ) -> RFMState:
-    """Iterations t = state.t .. iters; ``on_iteration`` is called after each (checkpoints, progress)."""
+    """Iterations t = state.t .. iters, or fewer when ``params.patience`` stops the loop; ``on_iteration``
+    is called after each (checkpoints, progress)."""
     d = ctx.centers.shape[1]
     state = initial_state(d, params.diag) if state is None else state
-    while state.t <= params.iters:
+    while state.t <= params.iters and state.stop is None:
         state = step(state, ctx, params, solver)
         if on_iteration is not None:
             on_iteration(state)
+    scores = [r.score for r in state.history if r.score is not None]
+    if scores and not np.isfinite(scores).any():
+        raise SolverError(
+            f"The validation score of every iteration (0 to {state.t - 1}) is NaN or infinite: the kernel "
+            "solves diverged. Raise the regularization (--reg / reg), change the bandwidth (--bandwidth), "
+            "or compute in float64 (--dtype float64)."
+        )
     return state

@@ -23,7 +23,7 @@ from typing import Any, Callable
 __all__ = ["BlockCache", "BLOCKS", "DEFAULT_CACHE_BYTES"]
 
 #: Bytes each process may keep by default (``ExecConfig.cache_bytes``).
-DEFAULT_CACHE_BYTES = 1 * 2**30
+DEFAULT_CACHE_BYTES = 512 * 2**20
 
 
 def _nbytes(*arrays: Any) -> int:

@@ -33,7 +33,7 @@ from threadpoolctl import ThreadpoolController
 
 from ..exceptions import SolverError
 from .backend import REDUCE_DTYPE, array_module
-from .kernels import Kernel, apply_metric
+from .kernels import Kernel, apply_metric, sq_distances
 
 __all__ = [
     "SMALL_DENSE",
@@ -48,6 +48,7 @@ __all__ = [
     "kernel_matrix",
     "metric_factor",
     "solve_triangular",
+    "sq_distance_matrix",
 ]
 
 #: Factorizations with fewer rows run on one BLAS thread (spinning threads on busy cores).
@@ -234,6 +235,22 @@ def kernel_matrix(kernel: Kernel, M: Any, X: Any, Z: Any, block_rows: int = 4096
     for s in range(0, Xt.shape[0], block_rows):
         K[s : s + block_rows] = kernel.block(Xt[s : s + block_rows], Zt, zsq)
     return K
+
+
+def sq_distance_matrix(M: np.ndarray, X: np.ndarray, Z: np.ndarray, block_rows: int = 4096) -> np.ndarray:
+    """Squared distances |x - z|_M^2 in float64 (n x m), built in the row blocks of :func:`kernel_matrix`.
+
+    ``kernel.phi_sq`` of (a copy of) it is bit for bit ``kernel_matrix(kernel, M, X, Z, block_rows)``: kernels
+    of several bandwidths share it and differ only in the elementwise phi.
+    """
+    S = metric_factor(M)
+    Xt = apply_metric(np.asarray(X, dtype=REDUCE_DTYPE), S)
+    Zt = Xt if Z is X else apply_metric(np.asarray(Z, dtype=REDUCE_DTYPE), S)
+    zsq = np.einsum("ij,ij->i", Zt, Zt)
+    D2 = np.empty((Xt.shape[0], Zt.shape[0]), dtype=REDUCE_DTYPE)
+    for s in range(0, Xt.shape[0], block_rows):
+        D2[s : s + block_rows] = sq_distances(Xt[s : s + block_rows], Zt, zsq)
+    return D2
 
 
 def metric_factor(M: Any, rtol: float = 1e-12) -> Any:

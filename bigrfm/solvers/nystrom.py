@@ -221,11 +221,12 @@ class NystromSolver:
                  stall_iters: int | None = DEFAULT_STALL_ITERS, val_stop: bool = True) -> None:
         self.reg, self.tol, self.maxiter, self.stall_iters, self.val_stop = reg, tol, maxiter, stall_iters, val_stop
 
-    def fit(self, kernel: Kernel, M: np.ndarray, ctx: Any, warm: Any) -> tuple[KernelPredictor, dict, np.ndarray]:
-        """See :class:`bigrfm.model.rfm.Solver`; ``warm`` is the previous iteration's alpha."""
+    def fit(self, kernel: Kernel, M: np.ndarray, ctx: Any, warm: Any, reg: float | None = None) -> tuple[KernelPredictor, dict, np.ndarray]:
+        """See :class:`bigrfm.model.rfm.Solver`; ``warm`` is the previous iteration's alpha; ``reg`` replaces
+        the solver's own for this fit."""
         n = ctx.n_train
         Z = ctx.centers
-        lam = self.reg / n
+        lam = (self.reg if reg is None else reg) / n
         tol = DEFAULT_TOL if self.tol is None else self.tol
         # the factors, CG's vectors and the validation products live where the blocks are
         # computed: on a GPU nothing m x m comes back to the host

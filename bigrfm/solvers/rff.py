@@ -45,7 +45,9 @@ class RFFSolver:
         self.n_components = int(n_components or DEFAULT_COMPONENTS)
         self.seed = int((rng or np.random.default_rng()).integers(2**63 - 1))
 
-    def fit(self, kernel: Kernel, M: np.ndarray, ctx: Any, warm: Any) -> tuple[RFFPredictor, dict, int]:
+    def fit(self, kernel: Kernel, M: np.ndarray, ctx: Any, warm: Any, reg: float | None = None) -> tuple[RFFPredictor, dict, int]:
+        """See :class:`bigrfm.model.rfm.Solver`; ``warm`` counts the solves so far; ``reg`` replaces the
+        solver's own for this fit."""
         solves = 0 if warm is None else int(np.asarray(warm))  # warm state = solves done so far
         S = metric_factor(np.asarray(M, dtype=REDUCE_DTYPE))
         rank = S.shape[0] if S.ndim == 1 else S.shape[1]
@@ -59,5 +61,5 @@ class RFFSolver:
             block_rows=ctx.block_rows,
             progress=ctx.progress,
         )
-        w = rff_solve(sums.gram, sums.rhs, self.reg)
+        w = rff_solve(sums.gram, sums.rhs, self.reg if reg is None else reg)
         return RFFPredictor(kernel, np.array(M), rffmap, w), {"features": self.n_components, "passes": 1}, solves + 1

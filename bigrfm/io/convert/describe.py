@@ -27,7 +27,7 @@ def _target_summary(ds: ZarrDataset) -> dict | None:
     """Classes and counts (integer or text targets) or mean and std (floats), from y alone."""
     if not ds.has_y:
         return None
-    arr = open_array(ds.path, ds.y_name, ds.y_shape)
+    arr = open_array(ds.path, ds.y_name, ds.y_shape, ds.token)
     is_classes = ds.y_dtype == "string" or np.dtype(ds.y_dtype).kind in "iub"
     # y is small next to X: read it a few chunks at a time, never whole
     step = max(ds.chunk_rows, default_block_rows(int(np.prod(ds.y_shape[1:])), 8))

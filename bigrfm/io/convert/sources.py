@@ -1,4 +1,7 @@
-"""Source files read as row blocks: CSV and Parquet tables (pandas / pyarrow), .npy and .npz arrays.
+"""Source files read as row blocks: CSV and Parquet tables (pandas / pyarrow), .npy and .npz arrays, Zarr.
+
+A Zarr source is a group with arrays ``X`` (and ``y``, ``X_val``/``y_val``) or a
+single 2-D array: converting one rechunks it along rows, or changes its dtype.
 
 Each source yields raw blocks without loading the file; turning a table block
 into numbers is :mod:`bigrfm.io.convert.encode`. Writes nothing.
@@ -6,6 +9,7 @@ into numbers is :mod:`bigrfm.io.convert.encode`. Writes nothing.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -13,20 +17,25 @@ import numpy as np
 from ...exceptions import DataError, InputError
 from ..datasets import row_blocks
 
-__all__ = ["READ_ROWS", "SOURCE_KINDS", "source_kind", "Table", "npz_member", "array_rows", "parse_names", "first_nonfinite"]
+__all__ = ["READ_ROWS", "SOURCE_KINDS", "source_kind", "Table", "npz_member", "open_zarr_source", "array_rows", "parse_names",
+           "first_nonfinite"]
 
 READ_ROWS = 65_536  # rows per block read from a source
 BUCKET_BYTES = 256 * 2**20  # wanted size of one shuffle bucket (the peak memory of pass 2)
 MAX_BUCKETS = 256  # bounds the write buffers of pass 1 (one small chunk per bucket)
+#: Files that make a folder a Zarr group or array.
+ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 SOURCE_KINDS = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz": "npz"}
 
 
 def source_kind(src: str) -> str:
-    low = src.lower()
+    low = src.lower().rstrip("/")
+    if os.path.isdir(src) and (low.endswith(".zarr") or any(os.path.exists(os.path.join(src, f)) for f in ZARR_MARKERS)):
+        return "zarr"
     for ext, kind in SOURCE_KINDS.items():
         if low.endswith(ext):
             return kind
-    raise InputError(f"Cannot tell the format of {src}; use a file ending in {', '.join(SOURCE_KINDS)}.")
+    raise InputError(f"Cannot tell the format of {src}; use a file ending in {', '.join(SOURCE_KINDS)}, or a Zarr store.")
 
 
 class Table:
@@ -117,15 +126,57 @@ def npz_member(zf: Any, name: str, rows: int) -> tuple[tuple[int, ...], np.dtype
     return tuple(shape), dtype, blocks()
 
 
+def open_zarr_source(src: str) -> Any:
+    """The Zarr group or array at ``src``, opened read-only."""
+    import zarr  # noqa: PLC0415
+
+    try:
+        return zarr.open(src, mode="r")
+    except Exception as exc:  # zarr raises several types for folders it cannot read
+        raise DataError(f"Cannot read {src} as a Zarr store: {type(exc).__name__}: {exc}.") from exc
+
+
+def _zarr_member(node: Any, name: str, rows: int) -> tuple[tuple[int, ...], np.dtype, Iterator[np.ndarray]] | None:
+    """Shape, dtype and row blocks of the array ``name`` of a Zarr group (the node itself when
+    it is an array and ``name`` is ``"X"``), or None when absent."""
+    import zarr  # noqa: PLC0415
+
+    if isinstance(node, zarr.Array):
+        arr = node if name == "X" else None
+    else:
+        arr = node[name] if name in set(node.array_keys()) else None
+    if arr is None:
+        return None
+    from ..zarr_store import as_labels  # noqa: PLC0415
+
+    blocks = (as_labels(np.asarray(arr[lo:hi])) for lo, hi in row_blocks(int(arr.shape[0]), rows))
+    return tuple(int(v) for v in arr.shape), np.dtype(arr.dtype) if arr.dtype.kind not in "OT" else np.dtype(str), blocks
+
+
 def array_rows(
-    src: str, zf: Any, rows: int, target: str | int | None, features: list[str] | None
+    src: str, zf: Any, rows: int, target: str | int | None, features: list[str] | None, *, kind: str | None = None,
+    split: str = "",
 ) -> tuple[Iterator[tuple[int, np.ndarray, np.ndarray | None]], int, list[int]]:
-    """Row blocks of an .npy (columns of one 2-D array; ``zf`` None) or of the .npz
-    open as ``zf`` (arrays X and optionally y). Returns (blocks, n_rows, source columns)."""
-    kind = "npy" if zf is None else "npz"
+    """Row blocks of an .npy (columns of one 2-D array; ``zf`` None), of the .npz open as
+    ``zf`` (arrays X and optionally y), or of the Zarr group or array ``zf`` (``kind="zarr"``:
+    arrays ``X{split}`` and optionally ``y{split}``). Features keep their stored dtype.
+    Returns (blocks, n_rows, source columns)."""
+    kind = kind or ("npy" if zf is None else "npz")
     y_blocks: Iterator[np.ndarray] | None = None
     try:
-        if zf is None:
+        if kind == "zarr":
+            found = _zarr_member(zf, "X" + split, rows)
+            if found is None:
+                raise DataError(f"{src} has no array 'X'; convert a Zarr group holding X (and y) or a 2-D Zarr array.")
+            x_shape, x_dtype, x_blocks = found
+            ys = _zarr_member(zf, "y" + split, rows)
+            if ys is not None:
+                if target is not None:
+                    raise InputError(f"{src} has an array 'y'; --target (a column of X) is only for stores without one.")
+                y_shape, _, y_blocks = ys
+                if y_shape[0] != x_shape[0] or len(y_shape) > 2:
+                    raise DataError(f"Array 'y{split}' of {src} has shape {y_shape}; it needs one target per row of X {x_shape}.")
+        elif zf is None:
             arr = np.load(src, mmap_mode="r")
             x_shape, x_dtype = arr.shape, arr.dtype
             x_blocks = (arr[lo:hi] for lo, hi in row_blocks(arr.shape[0], rows))
@@ -178,16 +229,22 @@ def array_rows(
             yb = next(y_blocks) if y_blocks is not None else None
             if t_idx is not None:
                 yb = np.asarray(Xb[:, t_idx])
-            yield start, np.asarray(Xb[:, cols], dtype=np.float64), yb
+            yield start, np.asarray(Xb[:, cols]), yb
             start += Xb.shape[0]
 
     return gen(), int(n), cols
 
 
-def first_nonfinite(A: np.ndarray) -> tuple[np.ndarray, int]:
-    """Rows of A (b, k) holding NaN/inf (sorted), and the first bad column of the first one."""
+def first_nonfinite(A: np.ndarray, ok: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Rows of A (b, k) holding NaN/inf (sorted), and the first bad column of the first one.
+
+    ``ok`` (k,) bool marks columns where NaN is allowed (a missing feature value): only
+    ±inf counts there.
+    """
     with np.errstate(over="ignore", invalid="ignore"):
         candidates = np.flatnonzero(~np.isfinite(A.sum(axis=1)))
-    bad = candidates[~np.isfinite(A[candidates]).all(axis=1)]
-    col = int(np.flatnonzero(~np.isfinite(A[bad[0]]))[0]) if bad.size else -1
+    sub = A[candidates]
+    bad_values = ~np.isfinite(sub) if ok is None else (~np.isfinite(sub) & ~(np.isnan(sub) & ok))
+    bad = candidates[bad_values.any(axis=1)]
+    col = int(np.flatnonzero(bad_values[np.searchsorted(candidates, bad[0])])[0]) if bad.size else -1
     return bad, col

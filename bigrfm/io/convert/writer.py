@@ -16,9 +16,18 @@ import numpy as np
 from ...exceptions import DataError, InputError
 from ..atomic import AtomicFolder
 from ..datasets import default_block_rows
-from ..zarr_store import FLOAT_DTYPES, ZarrDataset, as_labels, is_url, open_dataset
+from ..zarr_store import STORAGE_DTYPES, ZarrDataset, as_labels, is_url, open_dataset
 
-__all__ = ["create_dataset", "DatasetWriter", "Appender", "check_output_path", "default_chunk_rows", "compressors", "COMPRESSORS"]
+__all__ = [
+    "create_dataset",
+    "DatasetWriter",
+    "Appender",
+    "check_output_path",
+    "default_chunk_rows",
+    "compressors",
+    "cast_features",
+    "COMPRESSORS",
+]
 
 COMPRESSORS = ("none", "lz4", "zstd")
 #: Default size of one stored chunk of X (DESIGN.md: 4–16 MiB per chunk).
@@ -41,6 +50,53 @@ def default_chunk_rows(n_features: int, itemsize: int) -> int:
     """Rows of a stored chunk of about 8 MiB, rounded down to a multiple of 1024 when larger."""
     rows = default_block_rows(n_features, itemsize, _CHUNK_BYTES)
     return rows - rows % 1024 if rows > 1024 else rows
+
+
+def cast_features(X: np.ndarray, dtype: Any, rows: int | np.ndarray = 0, names: Sequence[str] | None = None) -> np.ndarray:
+    """X in the stored dtype ``dtype``; refuses values it cannot hold.
+
+    ``rows`` numbers X's rows for the message: the first one's, or one per row.
+    ``names`` names the columns.
+
+    Floats take any finite value (float16 rounds to 3 significant digits and
+    refuses |x| > 65504; NaN is kept as a missing value). Integers and bool
+    take only whole numbers in their range (bool: 0 and 1), never NaN. A
+    lossless cast (uint8 into int16, say) is not checked.
+
+    Raises
+    ------
+    DataError
+        Naming the first row and column that does not fit, and what would.
+    """
+    dtype = np.dtype(dtype)
+    X = np.asarray(X)
+    if X.dtype == dtype or np.can_cast(X.dtype, dtype, "safe"):
+        return X.astype(dtype, copy=False)
+    if dtype.kind == "f":
+        limit = np.finfo(dtype).max
+        with np.errstate(invalid="ignore"):
+            bad = np.abs(X) > limit
+        if not bad.any():
+            return X.astype(dtype)
+        what = f"beyond ±{float(limit):g}, the largest {dtype}"
+    else:
+        lo, hi = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        with np.errstate(invalid="ignore"):
+            bad = ~((X >= lo) & (X <= hi)) if X.dtype.kind != "f" else ~((X >= lo) & (X <= hi) & (np.mod(X, 1) == 0))
+        if not bad.any():
+            return X.astype(dtype)
+        what = f"not a whole number from {lo} to {hi}" if dtype.kind != "b" else "neither 0 nor 1"
+    row, col = (int(v[0]) for v in np.nonzero(bad))
+    column = names[col] if names is not None and col < len(names) else f"column {col}"
+    missing = " (a missing value: integer dtypes cannot store NaN)" if X.dtype.kind == "f" and np.isnan(X[row, col]) else ""
+    raise DataError(
+        f"{column!s} holds {X[row, col].item()!r} in row {_row_label(rows, row)}{missing}, {what}, so --dtype {dtype} cannot store it. "
+        "Choose a dtype that holds the values (float32 holds any), or clean the source."
+    )
+
+
+def _row_label(rows: int | np.ndarray, i: int) -> int:
+    return int(rows[i]) if isinstance(rows, np.ndarray) else int(rows) + i
 
 
 def _is_label_dtype(dtype: np.dtype) -> bool:
@@ -95,7 +151,7 @@ class Appender:
                 self.y_dtype = np.dtype(str) if _is_label_dtype(y.dtype) else y.dtype
                 self.y_tail = tuple(y.shape[1:])
             y = self._cast_targets(y)
-        self.pending.append((X.astype(self.dtype, copy=False), y))
+        self.pending.append((cast_features(X, self.dtype, self.n + self.n_pending), y))
         self.n_pending += X.shape[0]
         if self.n_pending >= self.chunk_rows:
             self._write(full_chunks_only=True)
@@ -294,10 +350,14 @@ def create_dataset(
         Output folder (local). Nothing appears there until :meth:`DatasetWriter.close`.
     n_features : int
         Columns of X.
-    dtype : {"float32", "float64"}
-        dtype of X (and X_val).
+    dtype : {"float32", "float64", "float16", "uint8", "int8", "uint16", "int16", "int32", "bool"}
+        dtype of X (and X_val). The compact ones keep integer data small (images as
+        uint8: a quarter of float32 on disk and in I/O) and are cast per block when
+        read; appended values that a dtype cannot hold are refused (:func:`cast_features`).
     chunk_rows : int, optional
-        Rows per stored chunk; default about 8 MiB of X per chunk.
+        Rows per stored chunk; default about 8 MiB of X per chunk, counting values
+        of a compact dtype as 4 bytes (a uint8 store has the rows per chunk of a
+        float32 one, so both are read in the same blocks and give the same model).
     compressor : {"none", "lz4", "zstd"}
         Float features barely compress (zstd ≈1.08× at a third of the read
         speed), hence no compression by default; ``"lz4"`` is Blosc-LZ4 with
@@ -326,12 +386,17 @@ def create_dataset(
     10
     """
     path = os.fspath(path)
-    if str(dtype) not in FLOAT_DTYPES:
-        raise InputError(f"dtype must be one of {list(FLOAT_DTYPES)}. Got {dtype!r} instead.")
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(dtype)
+    if name not in STORAGE_DTYPES:
+        raise InputError(f"dtype must be one of {list(STORAGE_DTYPES)}. Got {dtype!r} instead.")
     if int(n_features) < 1:
         raise InputError(f"n_features must be >= 1. Got {n_features} instead.")
     if chunk_rows is None:
-        chunk_rows = default_chunk_rows(n_features, np.dtype(dtype).itemsize)
+        # compact dtypes get float32's rows per chunk: the same blocks when read, hence the same model
+        chunk_rows = default_chunk_rows(n_features, max(np.dtype(dtype).itemsize, 4))
     if int(chunk_rows) < 1:
         raise InputError(f"chunk_rows must be >= 1. Got {chunk_rows} instead.")
     if feature_names is not None:
@@ -343,7 +408,7 @@ def create_dataset(
     return DatasetWriter(
         path,
         int(n_features),
-        dtype=str(dtype),
+        dtype=name,
         chunk_rows=int(chunk_rows),
         compressor=compressor,
         feature_names=feature_names,
