@@ -44,6 +44,7 @@ for ever.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import itertools
 import logging
 import os
@@ -175,6 +176,26 @@ def _run_block_remote(names: tuple[str, ...], with_range: bool, start: int, stop
         return _RaisedInBlock(exc)
 
 
+@contextlib.contextmanager
+def environ_kept() -> Any:
+    """Put ``os.environ`` back as it was when the block ends.
+
+    distributed's Nanny writes the workers' pre-spawn environment (one BLAS thread, the
+    malloc thresholds, the workers' log level) into this process's ``os.environ`` before it
+    spawns a worker, and leaves it there: every later subprocess of the user's process (and
+    of a test suite) would inherit one BLAS thread and the malloc settings of a worker.
+    """
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(before):
+            del os.environ[key]
+        for key, value in before.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
 def dask_setup(worker: Any) -> None:
     """Dask preload hook of the LocalCluster's worker processes (they preload this module): ignore SIGINT.
 
@@ -256,6 +277,7 @@ class Engine:
         self._lock = threading.Lock()
         self._pool: cf.ThreadPoolExecutor | None = None
         self._cluster: Any = None
+        self._spawn_env: dict[str, str | None] = {}  # what a LocalCluster's workers changed in os.environ
         self._client: Any = None
         # "cuda" or "cpu": decides threads per device, block sizes and the cache budget
         self.device = resolve_device(self.config.device)
@@ -306,6 +328,11 @@ class Engine:
         if cluster is not None:
             cluster.close()
             log.info("LocalCluster closed")
+            for k, v in self._spawn_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def _n_gpus(self) -> int:
         """GPUs the threads backend uses: ``n_workers`` (``--gpus``), at most the ones there are."""
@@ -372,11 +399,13 @@ class Engine:
         if c.worker_log_level:
             # read by `distributed` when it is imported in the worker process, before it logs anything
             environ["DASK_LOGGING__DISTRIBUTED"] = str(c.worker_log_level)
+        # a worker that restarts later (after a death) writes them into os.environ again: close() undoes that
+        self._spawn_env = {k: os.environ.get(k) for k in (*environ, "__DASK_PARENT_PID")}
         if self.device == "cuda":
-            with dask.config.set({key: environ}):
+            with dask.config.set({key: environ}), environ_kept():
                 return self._start_local_cuda()
         try:
-            with dask.config.set({key: environ}):
+            with dask.config.set({key: environ}), environ_kept():
                 cluster = LocalCluster(
                     n_workers=n, threads_per_worker=threads, processes=True, memory_limit=c.memory_limit,
                     preload=[__name__],  # dask_setup: the workers leave Ctrl-C to this process

@@ -239,6 +239,11 @@ def fit(data: str, out: str, task: str, kernel: str, bandwidth: Any, exponent: f
         try:
             est.fit_dataset(dataset, state=state, on_iteration=on_iteration, progress=progress, config=config)
         except KeyboardInterrupt:
+            if not saved:  # Ctrl-C may land between a checkpoint's write and its note in `saved`
+                try:
+                    saved.append(int(json.loads((Path(ckpt) / "checkpoint.json").read_text())["t"]) - 1)
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
             if saved:
                 click.echo(f"\ninterrupted: the checkpoint after iteration {saved[-1]} is kept ({ckpt}); continue "
                            "with the same command and --resume.", err=True)

@@ -307,3 +307,15 @@ def test_an_estimator_fit_on_a_cluster_sends_its_arrays_once(local_engine):
     RFMRegressor(iters=2, solver="nystrom", n_centers=60, random_state=0, scheduler=local_engine.address).fit(X, X[:, 0])
     new = set(local_engine._client.run_on_scheduler(_keys_seen, "ArrayDataset-")) - before
     assert len(new) == 2, new
+
+
+def test_a_local_cluster_leaves_this_process_environment_as_it_was(tmp_path):
+    """distributed's Nanny writes the workers' pre-spawn variables (one BLAS thread, malloc
+    thresholds, the log level) into the parent's os.environ; every later subprocess would
+    inherit them (a test suite's too). The engine puts them back, at start and at close."""
+    before = dict(os.environ)
+    with Engine(ExecConfig(scheduler="local", n_workers=1, block_rows=4, worker_log_level="critical")) as engine:
+        out = engine.map_reduce(colsum, ArrayDataset(np.ones((10, 2))))
+        assert dict(os.environ) == before
+    np.testing.assert_array_equal(out, [10.0, 10.0])
+    assert dict(os.environ) == before
