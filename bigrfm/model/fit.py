@@ -37,7 +37,6 @@ __all__ = [
     "exact_row_limit",
     "max_centers",
     "default_n_centers",
-    "screen_rows",
     "VALIDATION_CAP",
 ]
 
@@ -354,7 +353,7 @@ def fit_dataset(
         center_targets = encode_targets(yc_raw, pre.classes, pre.y_mean, pre.y_scale)
     screen = None
     if params.auto_scale:
-        screen = screen_rows(centers, center_targets, X_val, Y_val, rng_screen,
+        screen = scale.ScreenRows.sample(centers, center_targets, X_val, Y_val, rng_screen,
                              all_rows=solver_name == "exact" and centers.shape[0] <= scale.SCREEN_ROWS,
                              memory_budget=config.memory_budget)
     if center_select is None:
@@ -402,33 +401,6 @@ def _resolve_seed(seed: int | None, state: RFMState | None) -> int:
             )
         return int(resumed)
     return int(np.random.SeedSequence().entropy) if seed is None else int(seed)
-
-
-def screen_rows(
-    X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None, Y_val: np.ndarray | None, rng: np.random.Generator,
-    *, all_rows: bool, memory_budget: int,
-) -> scale.ScreenRows:
-    """The rows that choose the kernel's scale (:mod:`bigrfm.model.scale`), from the rows held in memory.
-
-    ``all_rows`` (exact solver): X are all the training rows and all are screened; otherwise a seeded sample
-    of at most ``SCREEN_ROWS`` of them. At most ``SCREEN_VAL_ROWS`` validation rows (seeded) score the
-    candidates, and ``MEDIAN_ROWS`` screening rows set the scale. The distance matrices are shared between
-    candidates when two of each (distances and kernel values, float64) take at most 80% of ``memory_budget``.
-    """
-
-    def sample(n: int, k: int) -> np.ndarray | slice:
-        return slice(None) if n <= k else np.sort(rng.choice(n, size=k, replace=False))
-
-    if not all_rows:
-        keep = sample(X.shape[0], scale.SCREEN_ROWS)
-        X, Y = X[keep], Y[keep]
-    if X_val is not None:
-        keep = sample(X_val.shape[0], scale.SCREEN_VAL_ROWS)
-        X_val, Y_val = X_val[keep], Y_val[keep]
-    s, v = X.shape[0], 0 if X_val is None else X_val.shape[0]
-    share = 2 * 8 * s * (s + v) <= 0.8 * memory_budget
-    return scale.ScreenRows(X, Y, X_val, Y_val, X[sample(s, scale.MEDIAN_ROWS)], all_rows=all_rows,
-                            share_distances=share)
 
 
 def _summarize(stats: stats_mod.BlockStats, classification: bool) -> tuple:

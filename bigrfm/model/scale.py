@@ -120,6 +120,33 @@ class ScreenRows:
     all_rows: bool
     share_distances: bool = True
 
+    @classmethod
+    def sample(
+        cls, X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None, Y_val: np.ndarray | None,
+        rng: np.random.Generator, *, all_rows: bool, memory_budget: int,
+    ) -> "ScreenRows":
+        """The screen's rows, from the rows a fit holds in memory.
+
+        ``all_rows`` (exact solver): X are all the training rows and all are screened; otherwise a seeded
+        sample of at most :data:`SCREEN_ROWS` of them. At most :data:`SCREEN_VAL_ROWS` validation rows
+        (seeded) score the candidates, and :data:`MEDIAN_ROWS` screening rows set the scale. The distance
+        matrices are shared between candidates when two of each (distances and kernel values, float64)
+        take at most 80% of ``memory_budget``.
+        """
+
+        def pick(n: int, k: int) -> np.ndarray | slice:
+            return slice(None) if n <= k else np.sort(rng.choice(n, size=k, replace=False))
+
+        if not all_rows:
+            keep = pick(X.shape[0], SCREEN_ROWS)
+            X, Y = X[keep], Y[keep]
+        if X_val is not None:
+            keep = pick(X_val.shape[0], SCREEN_VAL_ROWS)
+            X_val, Y_val = X_val[keep], Y_val[keep]
+        s, v = X.shape[0], 0 if X_val is None else X_val.shape[0]
+        share = 2 * 8 * s * (s + v) <= 0.8 * memory_budget
+        return cls(X, Y, X_val, Y_val, X[pick(s, MEDIAN_ROWS)], all_rows=all_rows, share_distances=share)
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ScaleChoice:
