@@ -664,15 +664,18 @@ class Engine:
             i, _ = block_of.pop(f.key)
             if watchdog.error is not None:
                 raise watchdog.error
-            if f.status == "cancelled":  # not by us: its inputs died with their workers
+            # Read once: after release() the client's loop cancels the future's state
+            # (Client._release_key), so a second read may say "cancelled" for an error.
+            status = f.status
+            if status == "cancelled":  # not by us: its inputs died with their workers
                 return again(i, 1)
-            if f.status not in ("finished", "error"):
+            if status not in ("finished", "error"):
                 raise ClusterError(
-                    f"The cluster dropped the task of block rows [{blocks[i][0]}, {blocks[i][1]}) ({f.status}: "
+                    f"The cluster dropped the task of block rows [{blocks[i][0]}, {blocks[i][1]}) ({status}: "
                     f"{out!r}); run the pass again."
                 )
             f.release()
-            return value(i, f.status, out)
+            return value(i, status, out)
 
         watchdog.start()
         try:
