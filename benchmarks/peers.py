@@ -116,7 +116,9 @@ def run_defaults(d: dict, seed: int, params: dict, method: str = "defaults") -> 
             "params": params, "config": config, "best_iter": int(model.best_iter_), "iters_run": len(hist),
             "stop": stop, "bandwidths": bw, "regs": regs, "solver": model.solver_,
             "val_accuracy": best["val_accuracy"], "val_mse": best["val_mse"],
-            "val_scores": [h["score"] for h in hist], "iter_seconds": [h["seconds"] for h in hist]}
+            "val_scores": [h["score"] for h in hist], "iter_seconds": [h["seconds"] for h in hist],
+            # the ridges a shared-pass solver tried on all rows at t = 0 ([ridge, validation MSE] each)
+            "reg_candidates": (hist[0].get("solver") or {}).get("reg_candidates")}
 
 
 def xrfm_available() -> str | None:

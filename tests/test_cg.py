@@ -290,3 +290,22 @@ def test_a_callback_can_end_the_solve(system):
     seen = []
     res = cg(lambda V: A @ V, B, tol=1e-12, maxiter=100, callback=lambda k, x, rel: seen.append(k) or k == 4)
     assert res.status == "stopped" and res.n_iter == 4 and seen == [1, 2, 3, 4] and not res.converged
+
+
+def test_a_matvec_per_column_solves_each_column_s_own_system():
+    """matvec_columns: matvec(V, cols) gets the columns' indices, so column j may follow A_j; each column
+    then equals a solve of its own system, and frozen columns leave the calls."""
+    rng = np.random.default_rng(5)
+    As = [random_spd(rng, 40, cond) for cond in (10.0, 1e3, 1e2)]
+    B = rng.normal(size=(40, 3))
+    calls = []
+
+    def matvec(V, cols):
+        calls.append(tuple(cols))
+        return np.stack([As[j] @ V[:, i] for i, j in enumerate(cols)], axis=1)
+
+    res = cg(matvec, B, tol=1e-10, maxiter=500, matvec_columns=True)
+    assert res.converged
+    for j in range(3):
+        assert_close(res.x[:, j], np.linalg.solve(As[j], B[:, j]), 1e-8)
+    assert calls[0] == (0, 1, 2) and len(calls[-1]) < 3  # the easy system finished first and left

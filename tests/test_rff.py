@@ -266,3 +266,39 @@ def test_block_functions_share_the_engine_signature():
         params = list(inspect.signature(fn).parameters.values())
         assert [p.name for p in params[:2]] == ["X", "Y"]
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[2:])
+
+
+def test_several_ridges_from_one_pass_keep_the_validation_best():
+    """RFFSolver.fit(regs=...): one pass, each ridge solved on its sums; the kept weights are those of a
+    fit with the winning ridge alone, and each reported MSE is that ridge's on the validation rows."""
+    import dataclasses
+
+    from bigrfm.config import ExecConfig
+    from bigrfm.engine import Engine
+    from bigrfm.io.datasets import ArrayDataset
+    from bigrfm.model.predictors import predict_in_blocks
+    from bigrfm.model.prepare import Prepare
+    from bigrfm.model.rfm import FitContext
+    from bigrfm.numerics.kernels import LaplaceKernel
+    from bigrfm.solvers.rff import RFFSolver
+
+    rng = np.random.default_rng(0)
+    X, Xv = rng.normal(size=(300, 3)), rng.normal(size=(70, 3))
+    f = lambda A: np.stack([np.sin(A[:, 0]) + A[:, 1] * A[:, 2]], axis=1)  # noqa: E731
+    Y, Yv = f(X) + 0.3 * rng.normal(size=(300, 1)), f(Xv)
+    with Engine(ExecConfig()) as engine:
+        ctx = FitContext(engine=engine, train=ArrayDataset(X, Y), prepare=Prepare(None, None, "float64"),
+                         agop_prepare=Prepare(None, None, "float64"), n_train=300, centers=np.zeros((0, 3)),
+                         center_targets=None, X_val=Xv, Y_val=Yv, block_rows=64)
+        kernel, M, regs = LaplaceKernel(2.0), np.eye(3), [1e-3, 1e2, 1.0]
+        got, info, _ = RFFSolver(1.0, 128, np.random.default_rng(1)).fit(kernel, M, ctx, None, regs=regs)
+        assert info["passes"] == 1 and [r for r, _ in info["reg_candidates"]] == regs
+        for r, mse in info["reg_candidates"]:
+            one, one_info, _ = RFFSolver(1.0, 128, np.random.default_rng(1)).fit(kernel, M, ctx, None, reg=r)
+            assert mse == pytest.approx(float(np.mean((predict_in_blocks(one, Xv, 64) - Yv) ** 2)), rel=1e-10)
+            if r == info["reg"]:
+                np.testing.assert_array_equal(got.w, one.w)
+        assert info["reg"] == min(info["reg_candidates"], key=lambda c: c[1])[0]
+        plain, plain_info, _ = RFFSolver(1.0, 128, np.random.default_rng(1)).fit(
+            kernel, M, dataclasses.replace(ctx, X_val=None, Y_val=None), None, regs=regs)
+        assert "reg_candidates" not in plain_info

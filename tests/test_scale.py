@@ -221,3 +221,31 @@ def test_checkpoint_round_trip_of_the_stop_and_the_scale_records(tmp_path, data)
     done._fit_data(ArrayDataset(X, y), ArrayDataset(Xv, yv), classification=False,
                    state=load_checkpoint(tmp_path / "ck1", fp))
     assert len(done.history_) == len(est.history_)
+
+
+@pytest.mark.parametrize("solver", [{"solver": "nystrom", "n_centers": 120}, {"solver": "rff", "n_components": 256}])
+def test_approximate_solvers_choose_the_ridge_again_on_all_rows_in_shared_passes(data, solver):
+    """After the subsample screen, iteration 0 of a Nystrom or RFF fit solves the screen's ridge and the others
+    of REGS from the same passes (smaller ones first after it) and keeps the best on validation; later
+    iterations keep it."""
+    X, y, Xv, yv, _, _ = data
+    model = RFMRegressor(**solver, iters=2, patience=None, random_state=0).fit(X, y, Xv, yv)
+    h0 = model.history_[0]
+    screened = max(h0["scale"]["candidates"], key=lambda c: c[2])[1]
+    cands = h0["solver"]["reg_candidates"]
+    assert [r for r, _ in cands] == scale.ridges_at_full_scale(screened, len(scale.REGS))
+    assert sorted(r for r, _ in cands) == sorted(scale.REGS)
+    assert h0["reg"] == min(cands, key=lambda c: c[1])[0]
+    for h in model.history_[1:]:
+        assert h["reg"] == h0["reg"] and "reg_candidates" not in h["solver"]
+        assert [c[1] for c in h["scale"]["candidates"]] == [h0["reg"]] * len(scale.NARROW)
+    # a fixed ridge is not chosen again
+    fixed = RFMRegressor(**solver, iters=0, reg=0.1, random_state=0).fit(X, y, Xv, yv)
+    assert "reg_candidates" not in fixed.history_[0]["solver"] and fixed.history_[0]["reg"] == 0.1
+
+
+def test_ridges_at_full_scale_order_and_count():
+    assert scale.ridges_at_full_scale(1.0, 3) == [1.0, 1e-1, 1e-3]
+    assert scale.ridges_at_full_scale(1e-1, 3) == [1e-1, 1e-3, 1.0]
+    assert scale.ridges_at_full_scale(1e-3, 2) == [1e-3, 1e-1]
+    assert scale.ridges_at_full_scale(1.0, 0) == [1.0]

@@ -190,3 +190,68 @@ def test_cg_stops_when_the_validation_score_stops_improving(engine):
     mse = [float(np.mean((Kv @ p.alpha - Yv) ** 2)) for p in (watched, full)]
     # the passes it saved would not have improved the validation MSE by more than a few tenths of a percent
     assert mse[0] <= mse[1] * 1.005, mse
+
+
+def test_several_ridges_in_one_solve_equal_one_solve_each_and_the_validation_best_is_kept(engine):
+    """fit(regs=...): each ridge's columns follow their own CG (the same solution as a solve of their
+    own), all in the same passes; the kept one is the validation argmin, its MSE the one reported."""
+    X, Y = make_data(300)
+    Xv, Yv = make_data(80, seed=3)
+    Z = X[::5]
+    kernel, M = LaplaceKernel(2.0), np.eye(4)
+    ctx = dataclasses.replace(context(X, Y, Z, engine), X_val=Xv, Y_val=Yv)
+    solver = NystromSolver(1e-3, tol=1e-12, maxiter=300, val_stop=False)
+    regs = [1.0, 1e-1, 1e-3, 30.0]
+    got, info, _ = solver.fit(kernel, M, ctx, None, regs=regs)
+    Kv = kernel_matrix(kernel, M, Xv[:2048], Z)
+    singles = {}
+    for r in regs:
+        one, one_info, _ = solver.fit(kernel, M, ctx, None, reg=r)
+        singles[r] = (one, float(((Kv @ one.alpha - Yv) ** 2).mean()), one_info)
+    assert [r for r, _ in info["reg_candidates"]] == regs
+    for (r, mse) in info["reg_candidates"]:
+        assert mse == pytest.approx(singles[r][1], rel=1e-8)
+    best = min(regs, key=lambda r: singles[r][1])
+    assert info["reg"] == best and best != regs[0]
+    assert_close(got.alpha, singles[best][0].alpha, 1e-7)
+    # the passes were shared: one solve's worth, not one per ridge
+    assert info["passes"] <= max(one_info["passes"] for _, _, one_info in singles.values())
+
+
+def test_several_ridges_need_validation_rows_and_a_cold_start(engine):
+    X, Y = make_data(200)
+    Z = X[::4]
+    kernel, M = LaplaceKernel(3.0), np.eye(4)
+    ctx = context(X, Y, Z, engine)
+    solver = NystromSolver(1e-3, tol=1e-10, maxiter=100)
+    ref, _, alpha = solver.fit(kernel, M, ctx, None, reg=0.5)
+    got, info, _ = solver.fit(kernel, M, ctx, None, regs=[0.5, 1e-3])  # no validation rows: the first ridge
+    assert "reg_candidates" not in info
+    np.testing.assert_array_equal(got.alpha, ref.alpha)
+    Xv, Yv = make_data(50, seed=4)
+    ctx = dataclasses.replace(ctx, X_val=Xv, Y_val=Yv)
+    warm_ref, _, _ = solver.fit(kernel, M, ctx, alpha, reg=0.5)
+    warm, info, _ = solver.fit(kernel, M, ctx, alpha, regs=[0.5, 1e-3])  # warm start: the first ridge
+    assert "reg_candidates" not in info
+    np.testing.assert_array_equal(warm.alpha, warm_ref.alpha)
+
+
+def test_falkon_preconditioners_of_several_ridges_share_t_and_equal_one_each():
+    X, _ = make_data(120)
+    Kmm = kernel_matrix(LaplaceKernel(2.0), np.eye(4), X[::2], X[::2])
+    lams = [1e-2, 1e-5, 1.0]
+    many = FalkonPreconditioner.build_many(Kmm, lams, "float64")
+    for lam, pre in zip(lams, many):
+        one = FalkonPreconditioner.build(Kmm, lam, "float64")
+        assert pre.T is many[0].T and pre.lam == lam
+        np.testing.assert_array_equal(pre.T, one.T)
+        np.testing.assert_array_equal(pre.A, one.A)
+
+
+def test_ridges_that_fit_counts_t_and_one_a_per_ridge():
+    from bigrfm.solvers.nystrom import ridges_that_fit
+
+    m = 1000
+    assert ridges_that_fit(m, int(4 * 8 * m * m / 0.9) + 1) == 3  # T + 3 A
+    assert ridges_that_fit(m, int(2 * 8 * m * m / 0.9) + 1) == 1
+    assert ridges_that_fit(m, 10) == 1 and ridges_that_fit(m, None) == 1

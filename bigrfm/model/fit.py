@@ -383,6 +383,7 @@ def fit_dataset(
         progress=progress,
         device=device,
         screen=screen,
+        memory_budget=config.memory_budget,
     )
     solver = _make_solver(solver_name, params, settings, rng_solver)
     log.info("fit: n_train=%d n_val=%d d=%d solver=%s centers=%d", n_train, pre.n_val, d, solver_name, centers.shape[0])

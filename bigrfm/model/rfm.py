@@ -23,7 +23,7 @@ from ..exceptions import SolverError
 from ..numerics.agop import AgopSums, agop_from_sums, normalize_metric
 from ..numerics.kernels import Kernel
 from .validation import predict_validation, rank
-from .scale import ScreenRows, choose_scale, score_predictions
+from .scale import ScreenRows, choose_scale, ridges_at_full_scale, score_predictions
 
 __all__ = ["RFMParams", "FitContext", "Solver", "IterationRecord", "RFMState", "initial_state", "step", "run", "score_predictions"]
 
@@ -81,6 +81,8 @@ class FitContext:
     dtype : str
     screen : ScreenRows or None
         The rows that choose the bandwidth / ridge (only with ``bandwidth="auto"`` or ``reg="auto"``).
+    memory_budget : int or None
+        Bytes the solver may hold (how many ridges a solve can run side by side).
     """
 
     engine: Any
@@ -97,6 +99,7 @@ class FitContext:
     progress: Callable[..., None] | None = None
     device: str = "cpu"
     screen: ScreenRows | None = None
+    memory_budget: int | None = None
 
 
 class Solver(Protocol):
@@ -200,16 +203,27 @@ def step(state: RFMState, ctx: FitContext, params: RFMParams, solver: Solver) ->
     rows, and M_{t+1} = AGOP unless the loop stops here (``iters`` reached, or ``patience`` spent)."""
     t0 = time.perf_counter()
     kernel, reg, scale, predictor = params.kernel, params.reg, {}, None
+    regs = None
     if params.auto_scale:
         last = state.history[-1] if state.history else None
+        first = last is None or not last.scale
         choice = choose_scale(
             params.kernel, params.reg, state.M, ctx.screen, auto_bandwidth=params.auto_bandwidth,
             auto_reg=params.auto_reg, classification=params.classification,
-            previous=None if last is None or not last.scale else (last.scale["ratio"], last.reg),
+            previous=None if first else (last.scale["ratio"], last.reg),
         )
         kernel, reg, scale, predictor = choice.kernel, choice.reg, choice.record, choice.predictor
+        if params.auto_reg and first and scale["candidates"] and not ctx.screen.all_rows \
+                and getattr(solver, "shares_ridges", False):
+            # The ridge a subsample screen chose was the best for its few rows; a solver that runs
+            # several ridges in the same passes chooses again among them on all rows (the first
+            # choice only: later iterations keep the ridge, as they do after the screen).
+            regs = ridges_at_full_scale(reg, solver.ridges_that_fit(ctx.centers.shape[0], ctx.memory_budget))
     if predictor is not None:  # exact solver: the screen's winner is the fit
         info, warm = {}, state.warm
+    elif regs is not None and len(regs) > 1:
+        predictor, info, warm = solver.fit(kernel, state.M, ctx, state.warm, reg=reg, regs=regs)
+        reg = info.get("reg", reg)
     else:
         predictor, info, warm = solver.fit(kernel, state.M, ctx, state.warm, reg=reg)
     score = mse = acc = None

@@ -23,7 +23,10 @@ benchmarks/scale_screen.py holds the measurements behind these choices.
 * Otherwise (more rows, nystrom, rff): a seeded sample of :data:`SCREEN_ROWS` training rows
   (from the rows in memory: all rows, the centers, or rows read in the first pass for rff) is
   screened the same way, scored on at most :data:`SCREEN_VAL_ROWS` validation rows; the solver
-  then fits the winner on all rows.
+  then fits the winner on all rows. A screen on few rows leans towards a stronger ridge than all
+  the rows need; a solver that runs several ridges from the same passes (``shares_ridges``:
+  nystrom, rff) therefore solves :func:`ridges_at_full_scale` at t = 0 on all rows and keeps the
+  one its validation rows prefer.
 
 With no validation rows there is nothing to choose on: the bandwidth is :data:`DEFAULT_RATIO`
 times the median distance and the ridge :data:`DEFAULT_REG`.
@@ -58,6 +61,7 @@ __all__ = [
     "median_distance",
     "choose_scale",
     "score_predictions",
+    "ridges_at_full_scale",
 ]
 
 #: Bandwidth candidates of ``bandwidth="auto"``, as multiples of the median pairwise distance.
@@ -161,6 +165,16 @@ class ScaleChoice:
     reg: float
     record: dict
     predictor: KernelPredictor | None = None
+
+
+def ridges_at_full_scale(chosen: float, k: int) -> list[float]:
+    """The ridges a solver that shares its passes between ridges tries on all rows after a subsample
+    screen chose ``chosen``: at most ``k`` of ``chosen`` and :data:`REGS`, ``chosen`` first, then the
+    smaller ridges (nearest first: a screen on fewer rows errs towards a stronger ridge), then the larger.
+    """
+    smaller = sorted((r for r in REGS if r < chosen), reverse=True)
+    larger = sorted(r for r in REGS if r > chosen)
+    return ([chosen] + smaller + larger)[:max(1, k)]
 
 
 def median_distance(M: np.ndarray, X: np.ndarray) -> float:

@@ -121,6 +121,7 @@ def cg(
     stall_iters: int | None = None,
     stall_gain: float = 0.5,
     callback: Callable[[int, Any, np.ndarray], bool | None] | None = None,
+    matvec_columns: bool = False,
 ) -> CGResult:
     """Solve A X = B for a symmetric positive definite A given as ``matvec``.
 
@@ -160,6 +161,10 @@ def cg(
         of the iterate (shaped like B) and the (c,) relative residuals. A true
         return value ends the solve there (status ``"stopped"``): a caller can
         stop on a criterion of its own, such as a validation score.
+    matvec_columns : bool
+        Call ``matvec(V, cols)`` with the host indices (into B's columns) of V's
+        columns: each column may then have an operator of its own (several
+        systems, e.g. one per ridge, sharing the passes of one solve).
 
     Returns
     -------
@@ -221,6 +226,7 @@ def cg(
         raise InputError(f"cg: stall_gain must be in (0, 1). Got {stall_gain!r} instead.")
     precond = precond if precond is not None else (lambda R: R)
     n, c = B.shape
+    op = matvec if matvec_columns else (lambda V, _cols: matvec(V))
 
     # copying x0 is what keeps the caller's array untouched
     X = xp.zeros((n, c), dtype=REDUCE_DTYPE)
@@ -258,7 +264,7 @@ def cg(
             raise InputError(f"cg: r0 has shape {r0.shape}, but B has shape {B.shape}.")
         R[:, ca] = r0[:, ca]
     elif x0 is not None and cols.size and bool(xp.any(X[:, ca] != 0)):
-        R[:, ca] -= _apply(matvec, X[:, ca], xp, "matvec")
+        R[:, ca] -= _apply(lambda V: op(V, cols), X[:, ca], xp, "matvec")
         n_matvec += 1
     rel = np.zeros(c)  # (c,) relative residuals, 0 for zero columns
     rel[cols] = to_numpy(_col_norm(xp, R[:, ca])) / bnorm[cols]
@@ -282,7 +288,7 @@ def cg(
     for k in range(1, maxiter + 1):
         ca = xp.asarray(cols)
         Pa = P[:, ca]
-        Q = _apply(matvec, Pa, xp, "matvec")  # (n, k): the one pass of this iteration
+        Q = _apply(lambda V: op(V, cols), Pa, xp, "matvec")  # (n, k): the one pass of this iteration
         n_matvec += 1
         pAp = _col_dot(xp, Pa, Q)
         flat = _flat(xp, pAp, Pa, Q, cols, k, "operator")
@@ -291,7 +297,7 @@ def cg(
         X[:, ca] += alpha * Pa
         R[:, ca] -= alpha * Q
         if k % true_residual_every == 0 and k < maxiter:
-            R[:, ca] = B[:, ca] - _apply(matvec, X[:, ca], xp, "matvec")
+            R[:, ca] = B[:, ca] - _apply(lambda V: op(V, cols), X[:, ca], xp, "matvec")
             n_matvec += 1
         rel[cols] = to_numpy(_col_norm(xp, R[:, ca])) / bnorm[cols]
         residuals.append(float(rel[~zero].max()))

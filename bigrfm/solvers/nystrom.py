@@ -98,25 +98,34 @@ class FalkonPreconditioner:
     @classmethod
     def build(cls, Kmm: Any, lam: float, dtype: str, *, overwrite_k: bool = False) -> "FalkonPreconditioner":
         """Factor K_mm (float64, m x m; overwritten when ``overwrite_k``: one m x m array less at peak)."""
+        return cls.build_many(Kmm, [lam], dtype, overwrite_k=overwrite_k)[0]
+
+    @classmethod
+    def build_many(cls, Kmm: Any, lams: list[float], dtype: str, *, overwrite_k: bool = False) -> list["FalkonPreconditioner"]:
+        """One preconditioner per ridge in ``lams``, all sharing T: 1 + len(lams) arrays of m x m at peak
+        (with ``overwrite_k``), see :func:`ridges_that_fit`."""
         xp = array_module(Kmm)
         m = Kmm.shape[0]
         K = xp.asarray(Kmm, dtype=REDUCE_DTYPE) if overwrite_k else xp.array(Kmm, dtype=REDUCE_DTYPE)
         diag = xp.arange(m)
         K[diag, diag] += jitter(K, dtype)
+        out = []
         try:
             T = linalg.cholesky(K, lower=False, overwrite_a=True)
             del K
             B = linalg.gram_rows(T, upper=True)  # T T^T from the triangle only (dsyrk crashes at m=16,000)
             B /= m
-            B[diag, diag] += lam
-            A = linalg.cholesky(B, lower=False, overwrite_a=True)
+            for i, lam in enumerate(lams):
+                Bl = B if i == len(lams) - 1 else B.copy()  # the last ridge factors B itself
+                Bl[diag, diag] += lam
+                out.append(cls(T, linalg.cholesky(Bl, lower=False, overwrite_a=True), lam))
         except np.linalg.LinAlgError as exc:
             raise SolverError(
                 f"Falkon preconditioner: Cholesky factorization failed for m={m} centers ({exc}). "
                 "Duplicate centers or a very small bandwidth make K_mm singular; "
                 "increase reg or the bandwidth, or deduplicate the data."
             ) from None
-        return cls(T, A, lam)
+        return out
 
     def _solve(self, R: Any, b: Any, trans: str = "N") -> Any:
         return linalg.solve_triangular(R, b, trans=trans, lower=False)
@@ -167,30 +176,73 @@ VAL_RTOL = 1e-3
 VAL_WINDOW = 2
 
 
+def ridges_that_fit(m: int, memory_budget: int | None) -> int:
+    """How many ridges one solve can run side by side with m centers: T and one A per ridge (m x m,
+    float64) within 90% of ``memory_budget`` (at least 1; None: no limit known, 1)."""
+    if memory_budget is None:
+        return 1
+    return max(1, int(0.9 * memory_budget // (8 * m * m)) - 1)
+
+
 class _ValidationStop:
     """CG callback: the validation MSE of each iterate, and whether it has stopped improving.
 
     K(X_val, Z) of up to :data:`VAL_ROWS` validation rows is computed once per solve
     (VAL_ROWS x m, in the block dtype); each iterate then costs two triangular solves
     (alpha = T^-1 A^-1 beta) and one (VAL_ROWS x m) product, against a full pass over
-    the training rows for the CG iteration itself.
+    the training rows for the CG iteration itself. With several ridges (one group of
+    ``width`` columns each) every group is scored, and CG stops when none improves.
     """
 
-    def __init__(self, kernel: Kernel, M: np.ndarray, ctx: Any, pre: "FalkonPreconditioner", Z: Any) -> None:
+    def __init__(self, kernel: Kernel, M: np.ndarray, ctx: Any, pres: list["FalkonPreconditioner"], Z: Any,
+                 width: int) -> None:
         xp = array_module(Z)  # where the factors live: the validation products run there too
         Xv = xp.asarray(ctx.X_val[:VAL_ROWS])
         self.Kv = kernel_matrix(kernel, M, Xv, Z).astype(ctx.dtype)  # (v, m)
         self.Yv = xp.asarray(ctx.Y_val[:VAL_ROWS], dtype=np.float64)
-        self.pre = pre
-        self.mse: list[float] = []
+        self.pres, self.width = pres, width
+        self.mse: list[np.ndarray] = []  # per iterate: (groups,)
+
+    def group_mse(self, beta: Any) -> np.ndarray:
+        """The validation MSE of each ridge's coefficients in the CG iterate ``beta`` (m, width * groups)."""
+        w = self.width
+        out = []
+        for g, pre in enumerate(self.pres):
+            alpha = pre.apply(beta[:, g * w:(g + 1) * w]).astype(self.Kv.dtype)
+            out.append(float(((self.Kv @ alpha - self.Yv) ** 2).mean()))
+        return np.array(out)
 
     def __call__(self, k: int, beta: Any, rel: np.ndarray) -> bool:
-        alpha = self.pre.apply(beta).astype(self.Kv.dtype)
-        self.mse.append(float(((self.Kv @ alpha - self.Yv) ** 2).mean()))
+        self.mse.append(self.group_mse(beta))
         if k <= VAL_WINDOW:
             return False
-        before, now = min(self.mse[: -VAL_WINDOW]), min(self.mse)
-        return now > before * (1 - VAL_RTOL)
+        history = np.array(self.mse)  # (k, groups)
+        before, now = history[:-VAL_WINDOW].min(axis=0), history.min(axis=0)
+        return bool(np.all(now > before * (1 - VAL_RTOL)))
+
+
+def _ridges_operator(pres: list["FalkonPreconditioner"], width: int, gram: Any, n: int, xp: Any) -> Any:
+    """The preconditioned operator of several ridges at once, for ``cg(..., matvec_columns=True)``: column
+    j belongs to ridge j // width; the groups' vectors share one pass (``gram``) per call."""
+
+    def operator(beta: Any, cols: np.ndarray) -> Any:
+        groups = np.asarray(cols) // width
+        parts, W = [], []
+        for g in np.unique(groups):  # cols ascend: each group's columns are one run
+            sel = np.flatnonzero(groups == g)
+            w = pres[g]._solve(pres[g].A, beta[:, sel[0]:sel[-1] + 1])
+            W.append(w)
+            parts.append((g, sel))
+        U = xp.concatenate([pres[g]._solve(pres[g].T, w) for (g, _), w in zip(parts, W)], axis=1)
+        KtKv = gram(U)
+        out = xp.empty_like(beta)
+        for (g, sel), w in zip(parts, W):
+            pre = pres[g]
+            inner = pre._solve(pre.T, KtKv[:, sel[0]:sel[-1] + 1] / n, "T") + pre.lam * w
+            out[:, sel[0]:sel[-1] + 1] = pre._solve(pre.A, inner, "T")
+        return out
+
+    return operator
 
 
 class NystromSolver:
@@ -216,23 +268,43 @@ class NystromSolver:
     """
 
     name = "nystrom"
+    #: ``fit(..., regs=[...])`` solves several ridges in the same passes (see :func:`ridges_that_fit`).
+    shares_ridges = True
+
+    @staticmethod
+    def ridges_that_fit(m: int, memory_budget: int | None) -> int:
+        return ridges_that_fit(m, memory_budget)
 
     def __init__(self, reg: float, tol: float | None = None, maxiter: int = 20,
                  stall_iters: int | None = DEFAULT_STALL_ITERS, val_stop: bool = True) -> None:
         self.reg, self.tol, self.maxiter, self.stall_iters, self.val_stop = reg, tol, maxiter, stall_iters, val_stop
 
-    def fit(self, kernel: Kernel, M: np.ndarray, ctx: Any, warm: Any, reg: float | None = None) -> tuple[KernelPredictor, dict, np.ndarray]:
+    def fit(self, kernel: Kernel, M: np.ndarray, ctx: Any, warm: Any, reg: float | None = None,
+            regs: list[float] | None = None) -> tuple[KernelPredictor, dict, np.ndarray]:
         """See :class:`bigrfm.model.rfm.Solver`; ``warm`` is the previous iteration's alpha; ``reg`` replaces
-        the solver's own for this fit."""
+        the solver's own for this fit.
+
+        ``regs`` (several ridges; needs validation rows and no warm start, else its first is used): one
+        CG solve per ridge, all sharing the passes over the data (T is shared, each ridge has its own A),
+        and the ridge whose coefficients score best on the validation rows is kept; ``info`` then holds
+        ``reg`` (the winner) and ``reg_candidates`` ([ridge, validation MSE] each, ties to the earlier).
+        """
         n = ctx.n_train
         Z = ctx.centers
-        lam = (self.reg if reg is None else reg) / n
+        has_val = ctx.X_val is not None and ctx.X_val.shape[0] > 0
+        regs = [self.reg if reg is None else reg] if not regs else list(regs)
+        if warm is not None or not has_val:
+            regs = regs[:1]
+        many = len(regs) > 1
+        c = ctx.Y_val.shape[1] if has_val else None
         tol = DEFAULT_TOL if self.tol is None else self.tol
         # the factors, CG's vectors and the validation products live where the blocks are
         # computed: on a GPU nothing m x m comes back to the host
         xp = get_xp(ctx.device)
         Zx = xp.asarray(Z)
-        pre = FalkonPreconditioner.build(kernel_matrix(kernel, M, Zx, Zx), lam, ctx.dtype, overwrite_k=True)
+        pres = FalkonPreconditioner.build_many(kernel_matrix(kernel, M, Zx, Zx), [r / n for r in regs], ctx.dtype,
+                                               overwrite_k=True)
+        pre = pres[0]
         bc = KernelPredictor(kernel, M, Z, np.zeros((Z.shape[0], 1))).broadcast(np, ctx.dtype)
         bc = {k: bc[k] for k in ("kernel", "S", "Zt", "zsq", "metric_token")}
         passes = 0
@@ -258,7 +330,8 @@ class NystromSolver:
         # Warm start: the previous iteration's alpha, in this iteration's CG coordinates.
         beta0 = None if warm is None else pre.to_beta(warm)
         first = data_pass(None if warm is None else to_numpy(pre.apply(beta0)), with_rhs=True)
-        B = pre.apply_t(xp.asarray(first["KtY"]) / n)  # (m, c)
+        KtY = xp.asarray(first["KtY"]) / n
+        B = xp.concatenate([p.apply_t(KtY) for p in pres], axis=1) if many else pre.apply_t(KtY)  # (m, c * ridges)
         R0 = None
         if beta0 is not None:
             # the warm start's residual comes from the same pass as the rhs: the pass ran at
@@ -267,13 +340,23 @@ class NystromSolver:
         # tol=0 asks for every iteration up to maxiter: no stall or validation rule either
         stall = None if tol == 0 else self.stall_iters
         watch = None
-        if self.val_stop and tol > 0 and ctx.X_val is not None and ctx.X_val.shape[0] > 0:
-            watch = _ValidationStop(kernel, M, ctx, pre, Zx)
-        res = cg(operator, B, x0=beta0, r0=R0, tol=tol, maxiter=self.maxiter, stall_iters=stall, callback=watch)
-        alpha = to_numpy(pre.apply(res.x))
+        if has_val and (many or (self.val_stop and tol > 0)):
+            watch = _ValidationStop(kernel, M, ctx, pres, Zx, B.shape[1] // len(pres))
+        callback = watch if self.val_stop and tol > 0 else None
+        if many:
+            res = cg(_ridges_operator(pres, c, gram, n, xp), B, tol=tol, maxiter=self.maxiter, stall_iters=stall,
+                     callback=callback, matvec_columns=True)
+        else:
+            res = cg(operator, B, x0=beta0, r0=R0, tol=tol, maxiter=self.maxiter, stall_iters=stall, callback=callback)
+        best, extra = 0, {}
+        if many:
+            scores = watch.group_mse(res.x)
+            best = int(np.argmin(scores))  # the first of equal scores: the order of ``regs``
+            extra = {"reg": float(regs[best]), "reg_candidates": [[float(r), float(s)] for r, s in zip(regs, scores)]}
+        alpha = to_numpy(pres[best].apply(res.x[:, best * c:(best + 1) * c] if many else res.x))
         if not np.all(np.isfinite(alpha)):
             raise SolverError("Nystrom CG produced non-finite coefficients; increase reg or check the data.")
         stop = "validation" if res.status == "stopped" else res.status
         info = {"cg_iters": res.n_iter, "cg_residual": res.residual, "cg_stop": stop, "passes": passes,
-                "centers": Z.shape[0]}
+                "centers": Z.shape[0], **extra}
         return KernelPredictor(kernel, np.array(M), Z, alpha), info, alpha
