@@ -40,6 +40,13 @@ def context(X, Y, centers, engine, block_rows=17):
     )
 
 
+def small_problem(engine):
+    """200 rows, 50 centers, the Laplace kernel in the plain metric: (X, Y, Z, kernel, M, ctx)."""
+    X, Y = make_data(200)
+    Z = X[::4]
+    return X, Y, Z, LaplaceKernel(3.0), np.eye(4), context(X, Y, Z, engine)
+
+
 @pytest.fixture(scope="module")
 def engine():
     with Engine(ExecConfig()) as e:
@@ -101,10 +108,7 @@ def test_falkon_preconditioner_rejects_non_finite_kernel():
 
 
 def test_warm_start_reaches_the_same_solution_in_fewer_passes(engine):
-    X, Y = make_data(200)
-    Z = X[::4]
-    kernel, M = LaplaceKernel(3.0), np.eye(4)
-    ctx = context(X, Y, Z, engine)
+    X, Y, Z, kernel, M, ctx = small_problem(engine)
     solver = NystromSolver(1e-3, tol=1e-9, maxiter=100)
     cold, info_cold, alpha = solver.fit(kernel, M, ctx, None)
     M2 = M * np.array([1.0, 0.99, 1.01, 1.0])
@@ -115,10 +119,7 @@ def test_warm_start_reaches_the_same_solution_in_fewer_passes(engine):
 
 
 def test_cg_residual_is_relative_to_the_right_hand_side_also_after_a_warm_start(engine):
-    X, Y = make_data(200)
-    Z = X[::4]
-    kernel, M = LaplaceKernel(3.0), np.eye(4)
-    ctx = context(X, Y, Z, engine)
+    X, Y, Z, kernel, M, ctx = small_problem(engine)
     solver = NystromSolver(1e-3, tol=1e-6, maxiter=100)
     _, cold, alpha = solver.fit(kernel, M, ctx, None)
     M2 = M * np.array([1.0, 0.9, 1.1, 1.0])
@@ -219,10 +220,7 @@ def test_several_ridges_in_one_solve_equal_one_solve_each_and_the_validation_bes
 
 
 def test_several_ridges_need_validation_rows_and_a_cold_start(engine):
-    X, Y = make_data(200)
-    Z = X[::4]
-    kernel, M = LaplaceKernel(3.0), np.eye(4)
-    ctx = context(X, Y, Z, engine)
+    X, Y, Z, kernel, M, ctx = small_problem(engine)
     solver = NystromSolver(1e-3, tol=1e-10, maxiter=100)
     ref, _, alpha = solver.fit(kernel, M, ctx, None, reg=0.5)
     got, info, _ = solver.fit(kernel, M, ctx, None, regs=[0.5, 1e-3])  # no validation rows: the first ridge

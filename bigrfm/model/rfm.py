@@ -213,19 +213,18 @@ def step(state: RFMState, ctx: FitContext, params: RFMParams, solver: Solver) ->
             previous=None if first else (last.scale["ratio"], last.reg),
         )
         kernel, reg, scale, predictor = choice.kernel, choice.reg, choice.record, choice.predictor
-        if params.auto_reg and first and scale["candidates"] and not ctx.screen.all_rows \
-                and getattr(solver, "shares_ridges", False):
+        ridges_that_fit = getattr(solver, "ridges_that_fit", None)  # solvers that share passes between ridges
+        if params.auto_reg and first and scale["candidates"] and not ctx.screen.all_rows and ridges_that_fit:
             # The ridge a subsample screen chose was the best for its few rows; a solver that runs
             # several ridges in the same passes chooses again among them on all rows (the first
             # choice only: later iterations keep the ridge, as they do after the screen).
-            regs = ridges_at_full_scale(reg, solver.ridges_that_fit(ctx.centers.shape[0], ctx.memory_budget))
+            regs = ridges_at_full_scale(reg, ridges_that_fit(ctx.centers.shape[0], ctx.memory_budget))
     if predictor is not None:  # exact solver: the screen's winner is the fit
         info, warm = {}, state.warm
-    elif regs is not None and len(regs) > 1:
-        predictor, info, warm = solver.fit(kernel, state.M, ctx, state.warm, reg=reg, regs=regs)
-        reg = info.get("reg", reg)
     else:
-        predictor, info, warm = solver.fit(kernel, state.M, ctx, state.warm, reg=reg)
+        more = {"regs": regs} if regs else {}  # only solvers with ridges_that_fit take them
+        predictor, info, warm = solver.fit(kernel, state.M, ctx, state.warm, reg=reg, **more)
+        reg = info.get("reg", reg)
     score = mse = acc = None
     if ctx.X_val is not None and ctx.X_val.shape[0] > 0:
         pred = predict_validation(predictor, ctx)

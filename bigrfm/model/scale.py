@@ -24,9 +24,9 @@ benchmarks/scale_screen.py holds the measurements behind these choices.
   (from the rows in memory: all rows, the centers, or rows read in the first pass for rff) is
   screened the same way, scored on at most :data:`SCREEN_VAL_ROWS` validation rows; the solver
   then fits the winner on all rows. A screen on few rows leans towards a stronger ridge than all
-  the rows need; a solver that runs several ridges from the same passes (``shares_ridges``:
-  nystrom, rff) therefore solves :func:`ridges_at_full_scale` at t = 0 on all rows and keeps the
-  one its validation rows prefer.
+  the rows need; a solver that runs several ridges from the same passes (one with a
+  ``ridges_that_fit``: nystrom, rff) therefore solves :func:`ridges_at_full_scale` at t = 0 on
+  all rows and keeps the one its validation rows prefer.
 
 With no validation rows there is nothing to choose on: the bandwidth is :data:`DEFAULT_RATIO`
 times the median distance and the ridge :data:`DEFAULT_REG`.

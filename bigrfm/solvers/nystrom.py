@@ -101,7 +101,8 @@ class FalkonPreconditioner:
         return cls.build_many(Kmm, [lam], dtype, overwrite_k=overwrite_k)[0]
 
     @classmethod
-    def build_many(cls, Kmm: Any, lams: list[float], dtype: str, *, overwrite_k: bool = False) -> list["FalkonPreconditioner"]:
+    def build_many(cls, Kmm: Any, lams: list[float], dtype: str, *,
+                   overwrite_k: bool = False) -> list["FalkonPreconditioner"]:
         """One preconditioner per ridge in ``lams``, all sharing T: 1 + len(lams) arrays of m x m at peak
         (with ``overwrite_k``), see :func:`ridges_that_fit`."""
         xp = array_module(Kmm)
@@ -146,8 +147,16 @@ class FalkonPreconditioner:
         Four triangular solves instead of the six of ``apply_t(G(apply(beta)) / n) +
         reg_term(beta)``: A^-1 beta is shared by both terms and the outer A^-T is applied once.
         """
+        w, u = self.before_pass(beta)
+        return self.after_pass(gram(u), w, n)
+
+    def before_pass(self, beta: Any) -> tuple[Any, Any]:
+        """(w, u) = (A^-1 beta, T^-1 w): u is what :meth:`operator` sends through the data."""
         w = self._solve(self.A, beta)
-        KtKv = gram(self._solve(self.T, w))
+        return w, self._solve(self.T, w)
+
+    def after_pass(self, KtKv: Any, w: Any, n: int) -> Any:
+        """A^-T (T^-T KtKv / n + lambda w): :meth:`operator` once the pass returned ``KtKv = G(u)``."""
         return self._solve(self.A, self._solve(self.T, KtKv / n, "T") + self.lam * w, "T")
 
     def to_beta(self, alpha: Any) -> Any:
@@ -221,25 +230,25 @@ class _ValidationStop:
         return bool(np.all(now > before * (1 - VAL_RTOL)))
 
 
+def _side_by_side(parts: list, xp: Any) -> Any:
+    """The parts' columns in one array; one part is returned as it is (no copy, its memory order kept)."""
+    return parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=1)
+
+
 def _ridges_operator(pres: list["FalkonPreconditioner"], width: int, gram: Any, n: int, xp: Any) -> Any:
-    """The preconditioned operator of several ridges at once, for ``cg(..., matvec_columns=True)``: column
-    j belongs to ridge j // width; the groups' vectors share one pass (``gram``) per call."""
+    """:meth:`FalkonPreconditioner.operator` of several ridges at once, for ``cg(..., matvec_columns=True)``:
+    column j belongs to ridge j // width, and the ridges' vectors go through one pass (``gram``) per call."""
 
     def operator(beta: Any, cols: np.ndarray) -> Any:
-        groups = np.asarray(cols) // width
-        parts, W = [], []
-        for g in np.unique(groups):  # cols ascend: each group's columns are one run
-            sel = np.flatnonzero(groups == g)
-            w = pres[g]._solve(pres[g].A, beta[:, sel[0]:sel[-1] + 1])
-            W.append(w)
-            parts.append((g, sel))
-        U = xp.concatenate([pres[g]._solve(pres[g].T, w) for (g, _), w in zip(parts, W)], axis=1)
-        KtKv = gram(U)
-        out = xp.empty_like(beta)
-        for (g, sel), w in zip(parts, W):
-            pre = pres[g]
-            inner = pre._solve(pre.T, KtKv[:, sel[0]:sel[-1] + 1] / n, "T") + pre.lam * w
-            out[:, sel[0]:sel[-1] + 1] = pre._solve(pre.A, inner, "T")
+        groups = np.asarray(cols) // width  # ascending (cols do): each ridge's columns are one run of beta's
+        runs = [(g, slice(np.searchsorted(groups, g), np.searchsorted(groups, g, "right"))) for g in np.unique(groups)]
+        halves = [pres[g].before_pass(beta[:, r]) for g, r in runs]
+        KtKv = gram(_side_by_side([u for _, u in halves], xp))
+        if len(runs) == 1:
+            return pres[runs[0][0]].after_pass(KtKv, halves[0][0], n)
+        out = xp.empty_like(beta)  # in beta's memory order, as CG's column products expect to round
+        for (g, r), (w, _) in zip(runs, halves):
+            out[:, r] = pres[g].after_pass(KtKv[:, r], w, n)
         return out
 
     return operator
@@ -268,12 +277,8 @@ class NystromSolver:
     """
 
     name = "nystrom"
-    #: ``fit(..., regs=[...])`` solves several ridges in the same passes (see :func:`ridges_that_fit`).
-    shares_ridges = True
-
-    @staticmethod
-    def ridges_that_fit(m: int, memory_budget: int | None) -> int:
-        return ridges_that_fit(m, memory_budget)
+    #: ``fit(..., regs=[...])`` solves this many ridges in the same passes (the solvers that can say so).
+    ridges_that_fit = staticmethod(ridges_that_fit)
 
     def __init__(self, reg: float, tol: float | None = None, maxiter: int = 20,
                  stall_iters: int | None = DEFAULT_STALL_ITERS, val_stop: bool = True) -> None:
@@ -296,7 +301,6 @@ class NystromSolver:
         if warm is not None or not has_val:
             regs = regs[:1]
         many = len(regs) > 1
-        c = ctx.Y_val.shape[1] if has_val else None
         tol = DEFAULT_TOL if self.tol is None else self.tol
         # the factors, CG's vectors and the validation products live where the blocks are
         # computed: on a GPU nothing m x m comes back to the host
@@ -324,14 +328,12 @@ class NystromSolver:
         def gram(u: Any) -> Any:
             return xp.asarray(data_pass(to_numpy(u))["KtKv"])
 
-        def operator(beta: Any) -> Any:
-            return pre.operator(beta, gram, n)
-
         # Warm start: the previous iteration's alpha, in this iteration's CG coordinates.
         beta0 = None if warm is None else pre.to_beta(warm)
         first = data_pass(None if warm is None else to_numpy(pre.apply(beta0)), with_rhs=True)
         KtY = xp.asarray(first["KtY"]) / n
-        B = xp.concatenate([p.apply_t(KtY) for p in pres], axis=1) if many else pre.apply_t(KtY)  # (m, c * ridges)
+        c = KtY.shape[1]
+        B = _side_by_side([p.apply_t(KtY) for p in pres], xp)  # (m, c * ridges)
         R0 = None
         if beta0 is not None:
             # the warm start's residual comes from the same pass as the rhs: the pass ran at
@@ -341,19 +343,15 @@ class NystromSolver:
         stall = None if tol == 0 else self.stall_iters
         watch = None
         if has_val and (many or (self.val_stop and tol > 0)):
-            watch = _ValidationStop(kernel, M, ctx, pres, Zx, B.shape[1] // len(pres))
-        callback = watch if self.val_stop and tol > 0 else None
-        if many:
-            res = cg(_ridges_operator(pres, c, gram, n, xp), B, tol=tol, maxiter=self.maxiter, stall_iters=stall,
-                     callback=callback, matvec_columns=True)
-        else:
-            res = cg(operator, B, x0=beta0, r0=R0, tol=tol, maxiter=self.maxiter, stall_iters=stall, callback=callback)
+            watch = _ValidationStop(kernel, M, ctx, pres, Zx, c)
+        res = cg(_ridges_operator(pres, c, gram, n, xp), B, x0=beta0, r0=R0, tol=tol, maxiter=self.maxiter,
+                 stall_iters=stall, callback=watch if self.val_stop and tol > 0 else None, matvec_columns=True)
         best, extra = 0, {}
         if many:
             scores = watch.group_mse(res.x)
             best = int(np.argmin(scores))  # the first of equal scores: the order of ``regs``
             extra = {"reg": float(regs[best]), "reg_candidates": [[float(r), float(s)] for r, s in zip(regs, scores)]}
-        alpha = to_numpy(pres[best].apply(res.x[:, best * c:(best + 1) * c] if many else res.x))
+        alpha = to_numpy(pres[best].apply(res.x[:, best * c:(best + 1) * c]))
         if not np.all(np.isfinite(alpha)):
             raise SolverError("Nystrom CG produced non-finite coefficients; increase reg or check the data.")
         stop = "validation" if res.status == "stopped" else res.status

@@ -39,12 +39,9 @@ class RFFSolver:
     """
 
     name = "rff"
-    #: ``fit(..., regs=[...])`` solves several ridges from the same pass.
-    shares_ridges = True
-
     @staticmethod
     def ridges_that_fit(m: int, memory_budget: int | None) -> int:
-        """Any number: each ridge is one D x D solve on the sums of the one pass."""
+        """``fit(..., regs=[...])`` solves any number of ridges from its one pass (one D x D solve each)."""
         return 1 << 20
 
     def __init__(self, reg: float, n_components: int | None = None, rng: np.random.Generator | None = None) -> None:
